@@ -1,0 +1,9 @@
+"""Checkpointing (atomic writes, resume)."""
+
+from .checkpointer import (  # noqa: F401
+    Checkpointer,
+    CheckpointError,
+    PeriodicCheckpointer,
+    atomic_torch_save,
+    atomic_write_bytes,
+)

@@ -1,0 +1,15 @@
+"""Training engine: trainers, hooks, launching and command-line helpers."""
+
+from . import hooks  # noqa: F401
+from .defaults import (  # noqa: F401
+    TRAINER_REGISTRY,
+    DefaultTrainer,
+    build_trainer,
+    create_ddp_model,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+)
+from .hooks import HookBase  # noqa: F401
+from .launch import launch  # noqa: F401
+from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase  # noqa: F401

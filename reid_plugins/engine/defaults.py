@@ -1,0 +1,323 @@
+"""``DefaultTrainer`` and the command-line helpers shared by the ``tools/`` scripts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import weakref
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+import torch
+from fvcore.common.registry import Registry
+from torch.nn.parallel import DistributedDataParallel
+
+from ..checkpoint import Checkpointer
+from ..modeling import build_model
+from ..solver import build_grad_clipper, build_lr_scheduler, build_optimizer
+from ..utils import comm
+from ..utils.env import collect_env_info, seed_all_rng, set_deterministic
+from ..utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from ..utils.logger import setup_logger
+from . import hooks
+from .train_loop import SimpleTrainer, TrainerBase
+
+__all__ = [
+    "TRAINER_REGISTRY",
+    "DefaultTrainer",
+    "default_argument_parser",
+    "default_setup",
+    "default_writers",
+    "create_ddp_model",
+    "build_trainer",
+]
+
+logger = logging.getLogger(__name__)
+
+TRAINER_REGISTRY = Registry("TRAINER")
+TRAINER_REGISTRY.__doc__ = """
+Trainer classes selectable with ``TRAINER.NAME`` (``DefaultTrainer`` subclasses whose
+``run_step`` implements a non-standard optimisation, e.g. M3L's meta-update).
+"""
+
+
+def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
+    """detectron2-compatible command line of ``tools/train_net.py``."""
+    parser = argparse.ArgumentParser(
+        epilog=epilog
+        or (
+            "Examples:\n  python tools/train_net.py --config-file cfg.yaml\n"
+            "  python tools/train_net.py --config-file cfg.yaml --resume\n"
+            "  python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS x.pth\n"
+            "  python tools/train_net.py --config-file cfg.yaml --num-gpus 2 SOLVER.BASE_LR 0.01"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument("--resume", action="store_true",
+                        help="resume from OUTPUT_DIR/last_checkpoint if it exists")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes per machine (GPUs; CPU processes with gloo without CUDA)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0,
+                        help="the rank of this machine (unique per machine)")
+    parser.add_argument("--dist-url", default="auto",
+                        help="initialization URL for pytorch distributed backend, tcp://IP:PORT")
+    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
+                        help="modify config options at the end: KEY VALUE pairs")
+    return parser
+
+
+def default_setup(cfg, args) -> None:
+    """Output dir, loggers, environment info, config dump (``config.yaml``) and seed.
+
+    Args:
+        cfg: the final (frozen or not) config.
+        args: the parsed command line (may be None).
+    """
+    output_dir = cfg.OUTPUT_DIR
+    rank = comm.get_rank()
+    if comm.is_main_process() and output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+    comm.synchronize()
+    setup_logger(output_dir, distributed_rank=rank, name="reid_plugins")
+    setup_logger(output_dir, distributed_rank=rank, name="fvcore")
+    log = logging.getLogger("reid_plugins")
+    log.info("Rank of current process: %d. World size: %d", rank, comm.get_world_size())
+    log.info("Environment info:\n%s", collect_env_info())
+    if args is not None:
+        log.info("Command line arguments: %s", args)
+        if getattr(args, "config_file", ""):
+            with open(args.config_file) as f:
+                log.info("Contents of args.config_file=%s:\n%s", args.config_file, f.read())
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, "config.yaml")
+        with open(path, "w") as f:
+            f.write(cfg.dump())
+        log.info("Full config saved to %s", path)
+    seed = cfg.SEED if cfg.SEED < 0 else cfg.SEED + rank
+    seed_all_rng(seed)
+    if cfg.DETERMINISTIC:
+        set_deterministic(True)
+    if not cfg.DETERMINISTIC:
+        torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
+
+
+def default_writers(output_dir: str, max_iter: int) -> List:
+    """Console printer, ``metrics.json`` and TensorBoard writers."""
+    return [
+        CommonMetricPrinter(max_iter),
+        JSONWriter(os.path.join(output_dir, "metrics.json")),
+        TensorboardXWriter(output_dir),
+    ]
+
+
+def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
+    """Wrap in DDP when running with more than one process."""
+    if comm.get_world_size() == 1:
+        return model
+    if torch.cuda.is_available() and next(model.parameters()).is_cuda:
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    return DistributedDataParallel(model, **kwargs)
+
+
+class DefaultTrainer(TrainerBase):
+    """A trainer with the standard behaviour, driven by the config.
+
+    Builds model, optimizer, LR scheduler, train loader and checkpointer from ``cfg``
+    (each through an overridable classmethod) and registers the default hooks: iteration
+    timer, LR scheduler, optional precise BN, periodic checkpointer, evaluation and writers.
+
+    Subclasses override :meth:`run_step` (via ``self._trainer``) or the ``build_*``
+    classmethods. The trainer's state (optimizer, scheduler, iteration and RNG states) is
+    checkpointed as ``trainer`` next to ``model``.
+    """
+
+    def __init__(self, cfg) -> None:
+        super().__init__()
+        log = logging.getLogger("reid_plugins")
+        if not log.isEnabledFor(logging.INFO):
+            setup_logger()
+        self.cfg = cfg
+        model = self.build_model(cfg)
+        self.optimizer = optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        self.model_without_ddp = model
+        model = create_ddp_model(model, broadcast_buffers=False,
+                                 find_unused_parameters=self.find_unused_parameters(cfg))
+        self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = Checkpointer(
+            self.model_without_ddp, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.register_hooks(self.build_hooks())
+
+    # ------------------------------------------------------------------ building blocks
+    @classmethod
+    def build_model(cls, cfg) -> torch.nn.Module:
+        """``build_model(cfg)``; logs the model."""
+        model = build_model(cfg)
+        logger.info("Model:\n%s", model)
+        return model
+
+    @classmethod
+    def build_optimizer(cls, cfg, model) -> torch.optim.Optimizer:
+        return build_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_lr_scheduler(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        """The ReID training loader (``build_reid_train_loader``)."""
+        from ..data.build import build_reid_train_loader
+
+        return build_reid_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str):
+        from ..data.build import build_reid_test_loader
+
+        return build_reid_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
+        from ..evaluation.reid_evaluation import ReIDEvaluator
+
+        return ReIDEvaluator.from_config(cfg, dataset_name, output_dir=output_folder)
+
+    @classmethod
+    def find_unused_parameters(cls, cfg) -> bool:
+        return False
+
+    def build_step_trainer(self, cfg, model, data_loader, optimizer) -> SimpleTrainer:
+        """The object whose ``run_step`` performs one iteration."""
+        return SimpleTrainer(model, data_loader, optimizer, grad_clipper=build_grad_clipper(cfg))
+
+    def build_hooks(self) -> List[hooks.HookBase]:
+        cfg = self.cfg
+        ret: List[Optional[hooks.HookBase]] = [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+            hooks.PreciseBN(
+                cfg.TEST.EVAL_PERIOD, self.model_without_ddp, self.build_train_loader(cfg),
+                cfg.TEST.PRECISE_BN.NUM_ITER,
+            )
+            if cfg.TEST.PRECISE_BN.ENABLED
+            else None,
+        ]
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+
+        def test_and_save_results():
+            self._last_eval_results = self.test(self.cfg, self.model_without_ddp)
+            return self._last_eval_results
+
+        if cfg.DATASETS.TEST:
+            ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        if comm.is_main_process():
+            ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
+        return [h for h in ret if h is not None]
+
+    def build_writers(self) -> List:
+        return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+
+    # ------------------------------------------------------------------ running
+    def resume_or_load(self, resume: bool = True) -> None:
+        """Resume from ``OUTPUT_DIR/last_checkpoint`` (model + trainer state) when ``resume``
+        and a checkpoint exists; otherwise load ``MODEL.WEIGHTS`` (model only) if set.
+
+        After a resume the next iteration is the one after the checkpoint's.
+        """
+        if resume and self.checkpointer.has_checkpoint():
+            self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=True)
+            self.start_iter = self.iter + 1
+            logger.info("Resumed; training continues at iteration %d", self.start_iter)
+        elif self.cfg.MODEL.WEIGHTS:
+            self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+            self.start_iter = 0
+        else:
+            self.start_iter = 0
+        loader = self._trainer.data_loader
+        if hasattr(loader, "set_start_iter"):
+            # Training loaders are resumable: batch k depends only on (seed, k).
+            loader.set_start_iter(self.start_iter)
+
+    def train(self) -> Optional[Dict]:
+        """Train from ``start_iter`` to ``SOLVER.MAX_ITER``; return the last eval results."""
+        super().train(self.start_iter, self.max_iter)
+        return getattr(self, "_last_eval_results", None)
+
+    def run_step(self) -> None:
+        self._trainer.iter = self.iter
+        self._trainer.run_step()
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["optimizer"] = self.optimizer.state_dict()
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None) -> Dict:
+        """Evaluate ``model`` on every ``DATASETS.TEST`` set.
+
+        Returns:
+            ``{dataset_name: results}``, or the results of the single dataset directly.
+        """
+        from ..evaluation import inference_on_dataset
+
+        results: Dict = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            loader = cls.build_test_loader(cfg, name)
+            if evaluators is not None:
+                evaluator = evaluators[idx]
+            else:
+                evaluator = cls.build_evaluator(
+                    cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name)
+                )
+            res = inference_on_dataset(model, loader, evaluator, desc=f"eval {name}")
+            results[name] = res
+            if comm.is_main_process():
+                logger.info("Evaluation results for %s:\n%s", name, format_results(res))
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
+                json.dump(results, f, indent=2, default=float)
+        if len(results) == 1:
+            return list(results.values())[0]
+        return results
+
+
+def format_results(results: Dict) -> str:
+    """Render ``{"task": {"metric": value}}`` as a small table."""
+    lines = []
+    for task, metrics in results.items():
+        if isinstance(metrics, dict):
+            names = [k for k, v in metrics.items() if not isinstance(v, dict)]
+            lines.append(f"{task}: " + "  ".join(f"{k}: {float(metrics[k]):.2f}" for k in names))
+        else:
+            lines.append(f"{task}: {metrics}")
+    return "\n".join(lines)
+
+
+TRAINER_REGISTRY.register(DefaultTrainer)
+
+
+def build_trainer(cfg) -> DefaultTrainer:
+    """Instantiate ``TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)``."""
+    name = cfg.TRAINER.NAME
+    if name not in TRAINER_REGISTRY:
+        raise KeyError(f"TRAINER.NAME='{name}' is not registered; registered: "
+                       f"{sorted(k for k, _ in TRAINER_REGISTRY)}")
+    return TRAINER_REGISTRY.get(name)(cfg)
+

@@ -1,0 +1,134 @@
+"""Tiny models and data streams for tests and smoke runs (importable by spawned processes).
+
+Nothing here is used by the methods; it exists so that engine behaviour (hooks, resume,
+DDP) can be tested quickly and deterministically on CPU.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterator, List
+
+import torch
+from torch import nn
+
+from ..modeling.meta_arch.build import META_ARCH_REGISTRY
+
+__all__ = ["ToyClassifier", "ToyStream", "register_toy_meta_arch"]
+
+
+class ToyClassifier(nn.Module):
+    """Linear + dropout + BN classifier on flattened images.
+
+    Train: ``{"loss_cls": CE}``; eval: ``[{"logits": ...}]`` per input. Contains dropout and
+    BN so that RNG state and buffers matter for resume tests.
+
+    Args:
+        in_dim: flattened input size.
+        num_classes: output classes.
+        dropout: dropout probability.
+    """
+
+    def __init__(self, *, in_dim: int = 12, num_classes: int = 3, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, 16)
+        self.bn = nn.BatchNorm1d(16)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(16, num_classes)
+
+    @classmethod
+    def from_config(cls, cfg) -> "ToyClassifier":
+        return cls(in_dim=12, num_classes=3)
+
+    @property
+    def device(self) -> torch.device:
+        return self.fc1.weight.device
+
+    def forward(self, batched_inputs: List[Dict]):
+        x = torch.stack([b["image"].flatten() for b in batched_inputs]).to(self.device)
+        logits = self.fc2(self.drop(torch.relu(self.bn(self.fc1(x)))))
+        if self.training:
+            y = torch.tensor([b["label"] for b in batched_inputs], device=self.device)
+            return {"loss_cls": nn.functional.cross_entropy(logits, y)}
+        return [{"logits": row} for row in logits]
+
+
+def register_toy_meta_arch() -> None:
+    """Register :class:`ToyClassifier` (idempotent)."""
+    if "ToyClassifier" not in META_ARCH_REGISTRY:
+        META_ARCH_REGISTRY.register(ToyClassifier)
+
+
+class ToyStream:
+    """Infinite, resumable stream of batches: batch ``k`` depends only on ``(seed, k, rank)``.
+
+    Implements ``set_start_iter`` like the toolbox's training loaders, so a resumed run
+    sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, batch_size: int = 8, seed: int = 0, rank: int = 0) -> None:
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.start_iter = 0
+
+    def set_start_iter(self, start_iter: int) -> None:
+        self.start_iter = start_iter
+
+    def batch(self, k: int) -> List[Dict]:
+        g = torch.Generator().manual_seed(self.seed * 1000003 + k * 31 + self.rank)
+        x = torch.randn(self.batch_size, 12, generator=g)
+        w = torch.arange(12, dtype=torch.float32).reshape(3, 4).sum(1)
+        y = (x[:, :3] * w).argmax(1)  # a learnable rule
+        return [{"image": x[i].reshape(3, 2, 2), "label": int(y[i])} for i in range(len(x))]
+
+    def __iter__(self) -> Iterator[List[Dict]]:
+        k = self.start_iter
+        while True:
+            yield self.batch(k)
+            k += 1
+
+
+def toy_ddp_worker(output_dir: str, max_iter: int = 6) -> None:
+    """Train :class:`ToyClassifier` with :class:`DefaultTrainer` in the current process group.
+
+    Every rank writes ``rank<k>.pt`` with its final weights, its own last-batch loss, the
+    ``all_gather`` of those losses and their ``reduce_dict`` mean (used by the DDP test).
+    """
+    import os
+
+    from ..config import get_cfg
+    from ..engine import DefaultTrainer
+    from . import comm
+
+    register_toy_meta_arch()
+    rank = comm.get_rank()
+
+    class _Trainer(DefaultTrainer):
+        @classmethod
+        def build_train_loader(cls, cfg):
+            return ToyStream(batch_size=8, seed=cfg.SEED, rank=comm.get_rank())
+
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "ToyClassifier"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.OUTPUT_DIR = output_dir
+    cfg.SEED = 1
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BASE_LR = 0.1
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.STEPS = []
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
+    torch.manual_seed(0)  # identical initial weights on every rank
+    trainer = _Trainer(cfg)
+    trainer.train()
+    model = trainer.model_without_ddp
+    model.train()
+    loss = model(ToyStream(batch_size=8, seed=99, rank=rank).batch(0))["loss_cls"].detach()
+    gathered = comm.all_gather(float(loss))
+    reduced = comm.reduce_dict({"loss": loss})["loss"]
+    torch.save(
+        {"state": model.state_dict(), "loss": float(loss), "gathered": gathered,
+         "reduced": float(reduced), "world_size": comm.get_world_size()},
+        os.path.join(output_dir, f"rank{rank}.pt"),
+    )
