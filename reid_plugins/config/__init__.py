@@ -32,3 +32,6 @@ def add_all_configs(cfg):
     for fn in _CONFIG_ADDERS:
         fn(cfg)
     return cfg
+
+from .person_search_config import add_person_search_config  # noqa: E402,F401
+from .m3l_config import add_m3l_config  # noqa: E402,F401

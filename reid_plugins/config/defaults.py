@@ -216,6 +216,26 @@ _C.TEST.RERANK.ENABLED = False
 _C.TEST.RERANK.K1 = 20
 _C.TEST.RERANK.K2 = 6
 _C.TEST.RERANK.LAMBDA = 0.3
+# Gallery samples per query written to the ReID evaluator's JSON ranking dump
+# (reid_topk_<dataset>.json, only when the evaluator is given an output_dir).
+_C.TEST.TOPK_DUMP = 10
+# Person search evaluation (PersonSearchEvaluator, CUHK-SYSU / PRW protocols).
+_C.TEST.SEARCH = CN()
+# Keep gallery detections with score >= DET_THRESH (CUHK-SYSU 0.5; PRW codes use 0.5/0.3/0.15).
+_C.TEST.SEARCH.DET_THRESH = 0.5
+# CUHK-SYSU gallery size (TestG<N>.mat, N in 50..4000); -1 = full set (all test images).
+_C.TEST.SEARCH.GALLERY_SIZE = 100
+# CUHK-SYSU gallery sizes of the mAP-vs-gallery-size curve ([] = no curve).
+_C.TEST.SEARCH.GALLERY_CURVE = [50, 100, 500, 1000, 2000, 4000]
+# PRW: True = gallery of other cameras only (original protocol); False = multi-view (default).
+_C.TEST.SEARCH.CROSS_CAMERA = False
+# IoU of the detection-quality recall/AP (one-to-one matching).
+_C.TEST.SEARCH.DETECTION_IOU = 0.5
+# Ranking with Context Persons (TDN Eq. 6-8): threshold B and weight LAMBDA.
+_C.TEST.SEARCH.RCP = CN()
+_C.TEST.SEARCH.RCP.ENABLED = False
+_C.TEST.SEARCH.RCP.B = 0.3
+_C.TEST.SEARCH.RCP.LAMBDA = 0.2
 # Recompute BN statistics on training data before evaluation (fvcore precise BN).
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False

@@ -184,7 +184,8 @@ class DefaultTrainer(TrainerBase):
     def build_test_loader(cls, cfg, dataset_name: str):
         from ..data.build import build_reid_test_loader
 
-        return build_reid_test_loader(cfg, dataset_name)
+        loader, _info = build_reid_test_loader(cfg, dataset_name)
+        return loader
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None):
@@ -212,6 +213,9 @@ class DefaultTrainer(TrainerBase):
             if cfg.TEST.PRECISE_BN.ENABLED
             else None,
         ]
+        memory_hook = self.build_memory_init_hook()
+        if memory_hook is not None:
+            ret.insert(1, memory_hook)
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -224,6 +228,23 @@ class DefaultTrainer(TrainerBase):
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return [h for h in ret if h is not None]
+
+    def build_memory_init_hook(self) -> Optional[hooks.HookBase]:
+        """A :class:`~hooks.MemoryInitHook` when the model has a memory loss, else None."""
+        model = self.model_without_ddp
+        if getattr(model, "memory_loss", None) is None:
+            return None
+        cfg = self.cfg
+
+        def loaders():
+            from ..data.build import build_feature_extraction_loader, get_reid_train_records
+
+            records = get_reid_train_records(cfg)
+            per_domain = [[r for r in records if int(r["domain"]) == d]
+                          for d in range(len(cfg.DATASETS.TRAIN))]
+            return [build_feature_extraction_loader(recs, cfg) for recs in per_domain]
+
+        return hooks.MemoryInitHook(model, loaders)
 
     def build_writers(self) -> List:
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)

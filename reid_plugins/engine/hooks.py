@@ -23,6 +23,7 @@ __all__ = [
     "EvalHook",
     "PeriodicWriter",
     "PreciseBN",
+    "MemoryInitHook",
 ]
 
 logger = logging.getLogger(__name__)
@@ -270,3 +271,33 @@ class PreciseBN(HookBase):
         with torch.no_grad():
             logger.info("Running precise-BN for %d iterations ...", self._num_iter)
             update_bn_stats(self._model, data_loader(), self._num_iter)
+
+
+class MemoryInitHook(HookBase):
+    """Initialises per-domain memories by feature extraction before the first iteration.
+
+    Skipped when every domain's memory is already initialised (e.g. restored by
+    ``--resume``; the memories and their ``initialized`` flags are checkpointed buffers).
+
+    Args:
+        model: a model with a ``memory_loss`` (:class:`MemoryBank`) and
+            ``memory_features(batch) -> (N, d)``.
+        loaders_fn: zero-argument function returning one finite loader per domain (built
+            lazily, only when initialisation is needed).
+    """
+
+    def __init__(self, model: torch.nn.Module, loaders_fn: Callable[[], List[Iterable]]) -> None:
+        self._model = model
+        self._loaders_fn = loaders_fn
+
+    def before_train(self) -> None:
+        from ..evaluation.evaluator import inference_context
+        from ..modeling.losses import extract_and_initialize
+
+        memory = self._model.memory_loss
+        if all(memory.is_initialized(d) for d in range(memory.num_domains)):
+            logger.info("Memories already initialised (resumed); skipping feature extraction")
+            return
+        logger.info("Initialising %d domain memories by feature extraction", memory.num_domains)
+        with inference_context(self._model), torch.no_grad():
+            extract_and_initialize(memory, self._model.memory_features, self._loaders_fn())

@@ -1,3 +1,5 @@
 """Meta-architectures (importing registers them in META_ARCH_REGISTRY)."""
 
+from .baseline import ReIDBaseline  # noqa: F401
 from .build import META_ARCH_REGISTRY, build_model  # noqa: F401
+from .oim_search import OIMSearch  # noqa: F401

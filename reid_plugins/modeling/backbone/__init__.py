@@ -1,0 +1,5 @@
+"""Backbones (importing registers them in BACKBONE_REGISTRY)."""
+
+from .backbone import Backbone, ShapeSpec  # noqa: F401
+from .build import BACKBONE_REGISTRY, build_backbone  # noqa: F401
+from .resnet import ResNet, build_resnet_backbone, load_pretrained  # noqa: F401

@@ -1,0 +1,181 @@
+"""``ReIDBaseline``: backbone + GAP + BNNeck with CE / triplet / memory losses."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..backbone import Backbone, build_backbone
+from ..heads import build_reid_head
+from ..losses import CrossEntropyLoss, MemoryLoss, TripletLoss
+from .build import META_ARCH_REGISTRY
+
+__all__ = ["ReIDBaseline", "Batch"]
+
+Batch = List[Dict]
+
+
+@META_ARCH_REGISTRY.register()
+class ReIDBaseline(nn.Module):
+    """The shared ReID model: backbone -> pooling -> BNNeck, trained with loss modules.
+
+    Training input: a batch ``list[dict]`` (each with ``"image"`` CxHxW 0-255 and ``"pid"``),
+    or, for multi-source training, a list with one such batch per domain (records carry
+    ``"domain"`` and ``"domain_pid"``). Each domain's batch is forwarded separately (BN
+    statistics are never mixed across domains) and each loss is averaged over domains.
+
+    Losses (each optional, an ``nn.Module``):
+
+    * ``loss_cls``: cross-entropy (label smoothing) of the classifier over global pids, on the
+      post-BN feature;
+    * ``loss_triplet``: batch-hard triplet on the pre-BN feature, per domain batch;
+    * ``loss_memory``: memory-based identification loss (M3L Eq. 3) against the domain's
+      memory, on the post-BN feature. The memory rows of the batch identities are
+      momentum-updated (Eq. 2) right after the loss is computed, from the same detached
+      features; since memories are not parameters this equals updating after the optimizer
+      step. Memories must be initialised before training (``MemoryInitHook``).
+
+    Inference returns ``[{"feature": L2-normalised post-BN feature}]`` per input.
+
+    Args:
+        backbone: returns ``{in_feature: map}``.
+        head: maps the feature map to ``{"pre_bn", "post_bn", "logits"?}``.
+        pixel_mean, pixel_std: per-channel normalisation of the 0-255 input.
+        ce_loss, triplet_loss, memory_loss: loss modules or None (disabled).
+        in_feature: backbone output used by the head.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        ce_loss: Optional[nn.Module] = None,
+        triplet_loss: Optional[nn.Module] = None,
+        memory_loss: Optional[MemoryLoss] = None,
+        in_feature: str = "res5",
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.ce_loss = ce_loss
+        self.triplet_loss = triplet_loss
+        self.memory_loss = memory_loss
+        self.in_feature = in_feature
+        if ce_loss is not None and getattr(head, "num_classes", 0) == 0:
+            raise ValueError("Cross-entropy loss enabled but the head has no classifier "
+                             "(MODEL.HEADS.CLS_LAYER / NUM_CLASSES)")
+        if ce_loss is None and triplet_loss is None and memory_loss is None:
+            raise ValueError("ReIDBaseline needs at least one loss (MODEL.LOSSES.*.ENABLED)")
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg) -> "ReIDBaseline":
+        from ...data.build import get_reid_train_records, get_train_pids_per_domain
+
+        backbone = build_backbone(cfg)
+        in_feature = cfg.MODEL.BACKBONE.OUT_FEATURES[-1]
+        feat_dim = backbone.output_shape()[in_feature].channels
+        losses = cfg.MODEL.LOSSES
+        records = None
+        num_classes = cfg.MODEL.HEADS.NUM_CLASSES
+        needs_data = (losses.CE.ENABLED and num_classes == 0) or losses.MEMORY.ENABLED
+        if needs_data:
+            if not cfg.DATASETS.TRAIN:
+                raise ValueError("MODEL.HEADS.NUM_CLASSES=0 (infer from data) or the memory loss "
+                                 "needs DATASETS.TRAIN to be set")
+            records = get_reid_train_records(cfg)
+            if num_classes == 0:
+                num_classes = max(int(r["pid"]) for r in records) + 1
+        if not losses.CE.ENABLED and cfg.MODEL.HEADS.NUM_CLASSES == 0:
+            num_classes = 0
+        head = build_reid_head(cfg, feat_dim=feat_dim, num_classes=num_classes)
+        memory = None
+        if losses.MEMORY.ENABLED:
+            memory = MemoryLoss.from_config(
+                cfg, num_pids_per_domain=get_train_pids_per_domain(cfg, records),
+                feat_dim=feat_dim,
+            )
+        return cls(
+            backbone=backbone,
+            head=head,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            ce_loss=CrossEntropyLoss.from_config(cfg) if losses.CE.ENABLED else None,
+            triplet_loss=TripletLoss.from_config(cfg) if losses.TRIPLET.ENABLED else None,
+            memory_loss=memory,
+            in_feature=in_feature,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ helpers
+    def preprocess_image(self, batch: Batch) -> torch.Tensor:
+        """Stack ``"image"`` tensors, move to the device and normalise (a new tensor)."""
+        images = torch.stack([b["image"] for b in batch]).to(self.device, non_blocking=True)
+        return (images.float() - self.pixel_mean) / self.pixel_std
+
+    def extract(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        """Backbone + head outputs for a batch (the head's dict)."""
+        feats = self.backbone(self.preprocess_image(batch))
+        if self.in_feature not in feats:
+            raise KeyError(f"Backbone returned {sorted(feats)}, but the head needs "
+                           f"'{self.in_feature}' (MODEL.BACKBONE.OUT_FEATURES)")
+        return self.head(feats[self.in_feature])
+
+    def _targets(self, batch: Batch, key: str) -> torch.Tensor:
+        return torch.as_tensor([int(b[key]) for b in batch], device=self.device)
+
+    @staticmethod
+    def split_domains(batched_inputs: Union[Batch, List[Batch]]) -> List[Batch]:
+        """A list of per-domain batches (a single batch becomes a one-element list)."""
+        if batched_inputs and isinstance(batched_inputs[0], dict):
+            return [batched_inputs]  # type: ignore[list-item]
+        return list(batched_inputs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batched_inputs):
+        if not self.training:
+            return self.inference(batched_inputs)
+        domains = self.split_domains(batched_inputs)
+        totals: Dict[str, torch.Tensor] = {}
+        for batch in domains:
+            for k, v in self.domain_losses(batch).items():
+                totals[k] = totals.get(k, 0.0) + v / len(domains)
+        return totals
+
+    def domain_losses(self, batch: Batch) -> Dict[str, torch.Tensor]:
+        """All enabled losses on one domain's batch (no averaging)."""
+        out = self.extract(batch)
+        losses: Dict[str, torch.Tensor] = {}
+        if self.ce_loss is not None:
+            losses["loss_cls"] = self.ce_loss(out["logits"], self._targets(batch, "pid"))
+        if self.triplet_loss is not None:
+            losses["loss_triplet"] = self.triplet_loss(out["pre_bn"], self._targets(batch, "pid"))
+        if self.memory_loss is not None:
+            domain = int(batch[0].get("domain", 0))
+            if any(int(b.get("domain", 0)) != domain for b in batch):
+                raise ValueError("A training batch mixes domains; the memory loss needs one "
+                                 "domain per batch (DATALOADER.MULTI_SOURCE: True)")
+            key = "domain_pid" if "domain_pid" in batch[0] else "pid"
+            pids = self._targets(batch, key)
+            losses["loss_memory"] = self.memory_loss(out["post_bn"], pids, domain)
+            self.memory_loss.update(out["post_bn"].detach(), pids, domain)
+        return losses
+
+    def inference(self, batched_inputs: Batch) -> List[Dict[str, torch.Tensor]]:
+        """``[{"feature": L2-normalised post-BN feature (C,)}]`` per input."""
+        feats = nn.functional.normalize(self.extract(batched_inputs)["post_bn"], dim=1)
+        return [{"feature": f} for f in feats]
+
+    @torch.no_grad()
+    def memory_features(self, batch: Batch) -> torch.Tensor:
+        """Features used to initialise the memories (post-BN, eval mode chosen by caller)."""
+        return self.extract(batch)["post_bn"]

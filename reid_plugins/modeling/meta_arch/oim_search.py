@@ -1,0 +1,346 @@
+"""``OIMSearch``: the one-step person-search baseline "OIM*" of TDN (Table II).
+
+Faster R-CNN with the whole backbone shared by detection and re-identification (Xiao et al.,
+"Joint Detection and Identification Feature Learning for Person Search", CVPR 2017), as
+re-implemented by TDN: ResNet50-IBN-a split after conv3_x.
+
+* **Part-1** = ``stem .. PART1_END`` (conv1..conv3_x: stride 8, 512 channels for ResNet-50)
+  on the padded image batch -> RPN (torchvision) -> proposals.
+* **Part-2** = the following stages up to ``res5``, run on the RoIAlign features
+  (``POOLER_RESOLUTION``, default 32 x 16 as in TDN Table VII) of **all** RoIs: the 128
+  sampled RoIs per image in training, every proposal after the RPN NMS at inference
+  (the cost TDN removes).
+* Part-2 -> global average pooling -> person classification (2-way softmax), box regression
+  (4 deltas) and the embedding FC -> BN -> L2 norm (``EMBEDDING_DIM``, 256).
+* OIM loss (:class:`~reid_plugins.modeling.losses.OIMLoss`) on the embeddings of the person
+  RoIs (IoU >= ``FG_IOU_THRESH`` with a box): labelled RoIs are classified against the
+  lookup table, unlabelled ones (pid -1) feed the circular queue; background RoIs are
+  excluded. The tables are buffers (no gradients).
+
+Training losses: ``loss_rpn_cls``, ``loss_rpn_reg`` (torchvision RPN), ``loss_box_cls``,
+``loss_box_reg``, ``loss_oim``. Inference (eval mode), one dict per input (the
+:class:`~reid_plugins.evaluation.PersonSearchEvaluator` contract)::
+
+    {"boxes": (K, 4) in ORIGINAL image coordinates, "scores": (K,), "features": (K, D)}
+
+after ``SCORE_THRESH_TEST``, NMS (``NMS_THRESH_TEST``) and ``DETECTIONS_PER_IMAGE``; a
+detection's feature is the embedding of the proposal it was regressed from.
+:meth:`OIMSearch.extract_query` returns ``{"query_feature": (D,)}`` for the given
+``"query_box"`` (original coordinates): Part-1 on the query image, RoIAlign of the box,
+Part-2, embedding.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection.rpn import RegionProposalNetwork
+from torchvision.ops import roi_align
+
+from ..backbone import build_backbone
+from ..backbone.resnet import STAGE_NAMES
+from ..losses import OIMLoss
+from ..person_search import (
+    ProposalSampler,
+    batch_scene_images,
+    build_rpn,
+    fast_rcnn_losses,
+    gt_targets,
+    postprocess_detections,
+    to_original,
+    to_resized,
+)
+from .build import META_ARCH_REGISTRY
+
+__all__ = ["OIMSearch"]
+
+logger = logging.getLogger(__name__)
+
+
+@META_ARCH_REGISTRY.register()
+class OIMSearch(nn.Module):
+    """OIM* one-step person search (see the module docstring).
+
+    Constructor (keyword-only):
+        backbone: a ResNet exposing stages ``stem, res2..res5`` as attributes plus
+            ``forward_stages(x, start, end)`` and ``stage_shape(name)``
+            (:class:`~reid_plugins.modeling.backbone.resnet.ResNet`).
+        rpn: torchvision ``RegionProposalNetwork`` on Part-1 features
+            (:func:`~reid_plugins.modeling.person_search.build_rpn`).
+        proposal_sampler: :class:`~reid_plugins.modeling.person_search.ProposalSampler`.
+        oim_loss: :class:`OIMLoss` on ``embedding_dim`` features, or None (no re-ID loss).
+        pixel_mean, pixel_std: per-channel normalisation of the 0-255 RGB input.
+        part1_end: last stage of Part-1 (``"res3"``); Part-2 = the later stages to ``res5``.
+        embedding_dim: re-ID feature size.
+        size_divisibility: padded batch size multiple.
+        pooler_resolution: RoIAlign ``(height, width)``; pooler_sampling_ratio: its sampling.
+        bbox_reg_weights: RoI box-coder weights; smooth_l1_beta: box-loss beta.
+        score_thresh_test, nms_thresh_test, detections_per_image: inference filtering.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        rpn: RegionProposalNetwork,
+        proposal_sampler: ProposalSampler,
+        oim_loss: Optional[OIMLoss],
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        part1_end: str = "res3",
+        embedding_dim: int = 256,
+        size_divisibility: int = 32,
+        pooler_resolution: Tuple[int, int] = (32, 16),
+        pooler_sampling_ratio: int = 2,
+        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+        smooth_l1_beta: float = 1.0 / 9,
+        score_thresh_test: float = 0.05,
+        nms_thresh_test: float = 0.4,
+        detections_per_image: int = 100,
+    ) -> None:
+        super().__init__()
+        for attr in ("forward_stages", "stage_shape"):
+            if not hasattr(backbone, attr):
+                raise TypeError(
+                    f"OIMSearch needs a staged ResNet backbone with '{attr}' "
+                    f"(MODEL.BACKBONE.NAME = build_resnet_backbone), got {type(backbone).__name__}"
+                )
+        if part1_end not in STAGE_NAMES[:-1]:
+            raise ValueError(
+                f"MODEL.PERSON_SEARCH.PART1_END='{part1_end}' must be one of "
+                f"{list(STAGE_NAMES[:-1])} (Part-2 needs at least res5)"
+            )
+        if len(pooler_resolution) != 2:
+            raise ValueError(
+                "MODEL.PERSON_SEARCH.ROI_HEADS.POOLER_RESOLUTION must be [height, width], got "
+                f"{list(pooler_resolution)}"
+            )
+        if oim_loss is not None and oim_loss.feat_dim != embedding_dim:
+            raise ValueError(
+                f"OIM loss feat_dim {oim_loss.feat_dim} != EMBEDDING_DIM {embedding_dim}"
+            )
+        self.backbone = backbone
+        self.rpn = rpn
+        self.proposal_sampler = proposal_sampler
+        self.oim_loss = oim_loss
+        self.part1_end = part1_end
+        self.part2_start = STAGE_NAMES[STAGE_NAMES.index(part1_end) + 1]
+        self.part1_stride = int(backbone.stage_shape(part1_end).stride)
+        channels = int(backbone.stage_shape("res5").channels)
+        self.size_divisibility = int(size_divisibility)
+        self.pooler_resolution = (int(pooler_resolution[0]), int(pooler_resolution[1]))
+        self.pooler_sampling_ratio = int(pooler_sampling_ratio)
+        self.box_coder = BoxCoder(tuple(float(w) for w in bbox_reg_weights))
+        self.smooth_l1_beta = float(smooth_l1_beta)
+        self.score_thresh_test = float(score_thresh_test)
+        self.nms_thresh_test = float(nms_thresh_test)
+        self.detections_per_image = int(detections_per_image)
+        self.embedding_dim = int(embedding_dim)
+
+        self.cls_score = nn.Linear(channels, 2)
+        self.bbox_pred = nn.Linear(channels, 4)
+        self.embedding = nn.Sequential(
+            nn.Linear(channels, self.embedding_dim), nn.BatchNorm1d(self.embedding_dim)
+        )
+        nn.init.normal_(self.cls_score.weight, std=0.01)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.normal_(self.embedding[0].weight, std=0.01)
+        for layer in (self.cls_score, self.bbox_pred, self.embedding[0]):
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg, num_pids: Optional[int] = None) -> "OIMSearch":
+        """Build from ``MODEL.{BACKBONE, PERSON_SEARCH, LOSSES.OIM, PIXEL_MEAN, PIXEL_STD}``.
+
+        The OIM lookup-table size is ``MODEL.LOSSES.OIM.NUM_PIDS`` if > 0, else ``num_pids``,
+        else counted from the ``DATASETS.TRAIN`` scene records.
+        """
+        ps = cfg.MODEL.PERSON_SEARCH
+        backbone = build_backbone(cfg)
+        if not hasattr(backbone, "stage_shape"):
+            raise TypeError(
+                f"MODEL.BACKBONE.NAME='{cfg.MODEL.BACKBONE.NAME}' does not build a staged ResNet; "
+                "OIMSearch needs build_resnet_backbone"
+            )
+        shape = backbone.stage_shape(ps.PART1_END)
+        rpn = build_rpn(
+            in_channels=shape.channels,
+            stride=shape.stride,
+            anchor_scales=ps.RPN.ANCHOR_SCALES,
+            aspect_ratios=ps.RPN.ASPECT_RATIOS,
+            head_conv_depth=ps.RPN.HEAD_CONV_DEPTH,
+            fg_iou_thresh=ps.RPN.FG_IOU_THRESH,
+            bg_iou_thresh=ps.RPN.BG_IOU_THRESH,
+            batch_size_per_image=ps.RPN.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=ps.RPN.POSITIVE_FRACTION,
+            pre_nms_topk=(ps.RPN.PRE_NMS_TOPK_TRAIN, ps.RPN.PRE_NMS_TOPK_TEST),
+            post_nms_topk=(ps.RPN.POST_NMS_TOPK_TRAIN, ps.RPN.POST_NMS_TOPK_TEST),
+            nms_thresh=ps.RPN.NMS_THRESH,
+        )
+        roi = ps.ROI_HEADS
+        sampler = ProposalSampler(
+            batch_size_per_image=roi.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=roi.POSITIVE_FRACTION,
+            fg_iou_thresh=roi.FG_IOU_THRESH,
+            bg_iou_thresh=roi.BG_IOU_THRESH,
+            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
+        )
+        oim = None
+        if cfg.MODEL.LOSSES.OIM.ENABLED:
+            if int(cfg.MODEL.LOSSES.OIM.NUM_PIDS) <= 0 and num_pids is None and cfg.DATASETS.TRAIN:
+                from ...data.scene_build import get_scene_train_records, num_scene_train_pids
+
+                num_pids = num_scene_train_pids(get_scene_train_records(cfg))
+            oim = OIMLoss.from_config(cfg, feat_dim=ps.EMBEDDING_DIM, num_pids=num_pids)
+        return cls(
+            backbone=backbone,
+            rpn=rpn,
+            proposal_sampler=sampler,
+            oim_loss=oim,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            pixel_std=cfg.MODEL.PIXEL_STD,
+            part1_end=ps.PART1_END,
+            embedding_dim=ps.EMBEDDING_DIM,
+            size_divisibility=ps.SIZE_DIVISIBILITY,
+            pooler_resolution=tuple(roi.POOLER_RESOLUTION),
+            pooler_sampling_ratio=roi.POOLER_SAMPLING_RATIO,
+            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
+            smooth_l1_beta=roi.SMOOTH_L1_BETA,
+            score_thresh_test=roi.SCORE_THRESH_TEST,
+            nms_thresh_test=roi.NMS_THRESH_TEST,
+            detections_per_image=roi.DETECTIONS_PER_IMAGE,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------ building blocks
+    def preprocess(self, batched_inputs: List[Dict]):
+        """Normalised, padded image batch (torchvision ``ImageList``)."""
+        images = [x["image"].to(self.device, non_blocking=True) for x in batched_inputs]
+        return batch_scene_images(images, self.pixel_mean, self.pixel_std, self.size_divisibility)
+
+    def part1(self, images: torch.Tensor) -> torch.Tensor:
+        """Part-1 (``stem .. part1_end``) feature map of a normalised image batch."""
+        return self.backbone.forward_stages(images, "stem", self.part1_end)
+
+    def part2(self, roi_features: torch.Tensor) -> torch.Tensor:
+        """Part-2 (``part2_start .. res5``) on RoI features, then global average pooling."""
+        x = self.backbone.forward_stages(roi_features, self.part2_start, "res5")
+        return F.adaptive_avg_pool2d(x, 1).flatten(1)
+
+    def roi_features(self, features: torch.Tensor, boxes: List[torch.Tensor]) -> torch.Tensor:
+        """RoIAlign of per-image boxes (resized-image coordinates) on Part-1 features."""
+        return roi_align(
+            features,
+            [b.to(features.dtype) for b in boxes],
+            output_size=self.pooler_resolution,
+            spatial_scale=1.0 / self.part1_stride,
+            sampling_ratio=self.pooler_sampling_ratio,
+            aligned=True,
+        )
+
+    def box_head(self, features: torch.Tensor, boxes: List[torch.Tensor]):
+        """``(class_logits (R, 2), box_deltas (R, 4), embeddings (R, D))`` of all ``boxes``:
+        RoIAlign -> Part-2 -> GAP -> classification / regression / FC-BN-L2 embedding."""
+        pooled = self.part2(self.roi_features(features, boxes))
+        emb = F.normalize(self.embedding(pooled), dim=1)
+        return self.cls_score(pooled), self.bbox_pred(pooled), emb
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batched_inputs: List[Dict]):
+        """Losses (training) or detections (eval); see the module docstring."""
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess(batched_inputs)
+        features = self.part1(images.tensors)
+        gt_boxes, gt_pids = gt_targets(batched_inputs, self.device)
+        proposals, rpn_losses = self.rpn(
+            images, {"part1": features}, [{"boxes": b} for b in gt_boxes]
+        )
+        sampled = self.proposal_sampler(proposals, gt_boxes, gt_pids)
+        logits, deltas, emb = self.box_head(features, [s.boxes for s in sampled])
+        labels = torch.cat([s.labels for s in sampled])
+        losses = {
+            "loss_rpn_cls": rpn_losses["loss_objectness"],
+            "loss_rpn_reg": rpn_losses["loss_rpn_box_reg"],
+        }
+        losses.update(
+            fast_rcnn_losses(
+                logits,
+                deltas,
+                labels,
+                torch.cat([s.regression_targets for s in sampled]),
+                self.smooth_l1_beta,
+            )
+        )
+        if self.oim_loss is not None:
+            fg = labels == 1
+            losses["loss_oim"] = self.oim_loss(emb[fg], torch.cat([s.pids for s in sampled])[fg])
+        return losses
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
+        """One ``{"boxes", "scores", "features"}`` per input (boxes in original coordinates)."""
+        images = self.preprocess(batched_inputs)
+        features = self.part1(images.tensors)
+        proposals, _ = self.rpn(images, {"part1": features})
+        counts = [len(p) for p in proposals]
+        if sum(counts) == 0:
+            logits = features.new_zeros((0, 2))
+            deltas = features.new_zeros((0, 4))
+            emb = features.new_zeros((0, self.embedding_dim))
+        else:
+            logits, deltas, emb = self.box_head(features, proposals)
+        results = []
+        for x, props, size, lg, dl, em in zip(
+            batched_inputs,
+            proposals,
+            images.image_sizes,
+            logits.split(counts),
+            deltas.split(counts),
+            emb.split(counts),
+        ):
+            boxes, scores, keep = postprocess_detections(
+                props,
+                lg,
+                dl,
+                size,
+                self.box_coder,
+                score_thresh=self.score_thresh_test,
+                nms_thresh=self.nms_thresh_test,
+                detections_per_image=self.detections_per_image,
+            )
+            results.append(
+                {"boxes": to_original(boxes, x), "scores": scores, "features": em[keep]}
+            )
+        return results
+
+    @torch.no_grad()
+    def extract_query(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
+        """``[{"query_feature": (D,)}]``: embedding of each input's ``"query_box"`` (original
+        coordinates, rescaled like the image) through Part-1, RoIAlign and Part-2.
+
+        Raises:
+            KeyError: an input has no ``"query_box"``.
+        """
+        boxes = []
+        for x in batched_inputs:
+            if "query_box" not in x:
+                raise KeyError(
+                    f"extract_query: input '{x.get('image_id', '?')}' has no 'query_box'"
+                )
+            box = torch.as_tensor(x["query_box"], dtype=torch.float32, device=self.device)
+            boxes.append(to_resized(box.reshape(1, 4), x))
+        images = self.preprocess(batched_inputs)
+        features = self.part1(images.tensors)
+        _, _, emb = self.box_head(features, boxes)
+        return [{"query_feature": e} for e in emb]
