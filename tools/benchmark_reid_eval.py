@@ -51,20 +51,32 @@ def parse_args(argv=None):
     p.add_argument("--chunk-size", type=int, default=1024, help="queries per streamed chunk")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=1, help="timed runs of the market scenario")
     p.add_argument("--market-query", type=int, default=3368)
     p.add_argument("--market-gallery", type=int, default=15913)
     p.add_argument("--market-pids", type=int, default=751)
     p.add_argument("--market-cams", type=int, default=6)
-    p.add_argument("--market-distractors", type=float, default=0.176,
-                   help="fraction of gallery samples with distractor pid 0")
+    p.add_argument(
+        "--market-distractors",
+        type=float,
+        default=0.176,
+        help="fraction of gallery samples with distractor pid 0",
+    )
     p.add_argument("--msmt-query", type=int, default=11659)
     p.add_argument("--msmt-gallery", type=int, default=82161)
     p.add_argument("--msmt-pids", type=int, default=3060)
     p.add_argument("--msmt-cams", type=int, default=15)
-    p.add_argument("--signal", type=float, default=0.25,
-                   help="identity-centre weight in the synthetic features (0 = pure noise)")
-    p.add_argument("--in-process", action="store_true",
-                   help="run scenarios in this process (ru_maxrss then covers all of them)")
+    p.add_argument(
+        "--signal",
+        type=float,
+        default=0.25,
+        help="identity-centre weight in the synthetic features (0 = pure noise)",
+    )
+    p.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run scenarios in this process (ru_maxrss then covers all of them)",
+    )
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -102,35 +114,64 @@ def maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
 
 
+def measure(fn, repeat=1):
+    """Run ``fn`` ``repeat`` times; returns its last result and per-run timings / numpy peak."""
+    walls, cpus, peaks, out = [], [], [], None
+    for _ in range(repeat):
+        out = None  # free the previous result first
+        tracemalloc.start()
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        peaks.append(tracemalloc.get_traced_memory()[1] / _MB)
+        tracemalloc.stop()
+    return out, dict(
+        wall_s=float(np.median(walls)),
+        best_s=min(walls),
+        cpu_s=float(np.median(cpus)),
+        numpy_peak_mb=max(peaks),
+    )
+
+
 def run_market(args, rng):
     s = args.scale
     nq, ng = int(args.market_query * s), int(args.market_gallery * s)
     q, g, qp, gp, qc, gc = make_set(
-        rng, nq, ng, int(args.market_pids * s), args.market_cams, args.market_distractors,
-        args.dim, args.signal,
+        rng,
+        nq,
+        ng,
+        int(args.market_pids * s),
+        args.market_cams,
+        args.market_distractors,
+        args.dim,
+        args.signal,
     )
+    qt, gt = torch.from_numpy(q), torch.from_numpy(g)
     rows = []
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    dist = compute_distance(torch.from_numpy(q), torch.from_numpy(g), args.metric).numpy()
-    t1 = time.perf_counter()
-    res = evaluate_rank(dist, qp, gp, qc, gc, 50)
-    t2 = time.perf_counter()
-    peak = tracemalloc.get_traced_memory()[1] / _MB
-    tracemalloc.stop()
-    rows.append(dict(scenario="market full matrix", nq=nq, ng=ng, dist_s=t1 - t0, rank_s=t2 - t1,
-                     total_s=t2 - t0, numpy_peak_mb=peak, mAP=res["mAP"], r1=res["cmc"][0]))
-    del dist
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    res2 = evaluate_features(q, g, qp, gp, qc, gc, args.metric, 50, args.chunk_size)
-    t1 = time.perf_counter()
-    peak = tracemalloc.get_traced_memory()[1] / _MB
-    tracemalloc.stop()
-    assert np.array_equal(res2["all_AP"], res["all_AP"]), "streamed != full-matrix result"
-    rows.append(dict(scenario="market streamed", nq=nq, ng=ng, dist_s=None, rank_s=None,
-                     total_s=t1 - t0, numpy_peak_mb=peak, mAP=res2["mAP"], r1=res2["cmc"][0]))
+    split = {}
+
+    def full():
+        t0 = time.perf_counter()
+        dist = compute_distance(qt, gt, args.metric).numpy()
+        t1 = time.perf_counter()
+        res = evaluate_rank(dist, qp, gp, qc, gc, 50)
+        split.setdefault("dist", []).append(t1 - t0)
+        split.setdefault("rank", []).append(time.perf_counter() - t1)
+        return res
+
+    res, m = measure(full, args.repeat)
+    m.update(dist_s=float(np.median(split["dist"])), rank_s=float(np.median(split["rank"])))
+    rows.append(dict(scenario="market full matrix", nq=nq, ng=ng, mAP=res["mAP"], **m))
+    ap_full = res["all_AP"]
+    res, m = measure(
+        lambda: evaluate_features(q, g, qp, gp, qc, gc, args.metric, 50, args.chunk_size),
+        args.repeat,
+    )
+    assert np.array_equal(res["all_AP"], ap_full), "streamed != full-matrix result"
+    rows.append(dict(scenario="market streamed", nq=nq, ng=ng, mAP=res["mAP"], **m))
     for r in rows:
+        r["r1"] = float(res["cmc"][0])
         r["maxrss_mb"] = maxrss_mb()
     return rows
 
@@ -142,47 +183,64 @@ def run_msmt(args, rng):
         rng, nq, ng, int(args.msmt_pids * s), args.msmt_cams, 0.0, args.dim, args.signal
     )
     base_rss = rss_now_mb()
-    tracemalloc.start()
-    t0 = time.perf_counter()
-    res = evaluate_features(q, g, qp, gp, qc, gc, args.metric, 50, args.chunk_size, progress=True)
-    t1 = time.perf_counter()
-    peak = tracemalloc.get_traced_memory()[1] / _MB
-    tracemalloc.stop()
-    return [dict(scenario="msmt streamed", nq=nq, ng=ng, dist_s=None, rank_s=None,
-                 total_s=t1 - t0, numpy_peak_mb=peak, maxrss_mb=maxrss_mb(),
-                 rss_before_eval_mb=base_rss, mAP=res["mAP"], r1=res["cmc"][0])]
+    res, m = measure(
+        lambda: evaluate_features(
+            q, g, qp, gp, qc, gc, args.metric, 50, args.chunk_size, progress=True
+        )
+    )
+    row = dict(scenario="msmt streamed", nq=nq, ng=ng, mAP=res["mAP"], r1=float(res["cmc"][0]))
+    row.update(m, maxrss_mb=maxrss_mb(), rss_before_eval_mb=base_rss)
+    return [row]
 
 
 def print_table(rows, args):
     def f(x, fmt):
         return "-" if x is None else format(x, fmt)
 
-    print(f"\nReID evaluation benchmark: dim={args.dim}, metric={args.metric}, "
-          f"chunk_size={args.chunk_size}, torch threads={rows[0].get('threads', '?')}, "
-          f"cpus={os.cpu_count()}")
-    head = (f"{'scenario':<20}{'queries':>9}{'gallery':>9}{'dist s':>9}{'rank s':>9}"
-            f"{'total s':>9}{'np peak MB':>12}{'maxrss MB':>11}{'mAP':>8}{'R-1':>8}")
+    print(
+        f"\nReID evaluation benchmark: dim={args.dim}, metric={args.metric}, "
+        f"chunk_size={args.chunk_size}, torch threads={rows[0].get('threads', '?')}, "
+        f"cpus={os.cpu_count()}, load average at start={rows[0].get('load', '?')}"
+    )
+    head = (
+        f"{'scenario':<20}{'queries':>8}{'gallery':>8}{'dist s':>8}{'rank s':>8}"
+        f"{'wall s':>8}{'best s':>8}{'cpu s':>8}{'np peak MB':>11}{'maxrss MB':>10}"
+        f"{'mAP':>7}{'R-1':>7}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['scenario']:<20}{r['nq']:>9}{r['ng']:>9}{f(r['dist_s'], '.2f'):>9}"
-              f"{f(r['rank_s'], '.2f'):>9}{r['total_s']:>9.2f}{r['numpy_peak_mb']:>12.0f}"
-              f"{r['maxrss_mb']:>11.0f}{100 * r['mAP']:>8.2f}{100 * r['r1']:>8.2f}")
+        print(
+            f"{r['scenario']:<20}{r['nq']:>8}{r['ng']:>8}{f(r.get('dist_s'), '.2f'):>8}"
+            f"{f(r.get('rank_s'), '.2f'):>8}{r['wall_s']:>8.2f}{r['best_s']:>8.2f}"
+            f"{r['cpu_s']:>8.2f}{r['numpy_peak_mb']:>11.0f}{r['maxrss_mb']:>10.0f}"
+            f"{100 * r['mAP']:>7.2f}{100 * r['r1']:>7.2f}"
+        )
+    print(
+        f"(wall s = median over --repeat {args.repeat} runs, best s = fastest, cpu s = process "
+        "CPU time; np peak = tracemalloc peak of numpy allocations during evaluation; maxrss = "
+        "process peak RSS incl. features and torch)"
+    )
     for r in rows:
         if "rss_before_eval_mb" in r:
-            print(f"({r['scenario']}: RSS with features loaded, before evaluation: "
-                  f"{r['rss_before_eval_mb']:.0f} MB; ru_maxrss is the whole process's peak)")
+            print(
+                f"({r['scenario']}: RSS with features loaded, before evaluation: "
+                f"{r['rss_before_eval_mb']:.0f} MB)"
+            )
 
 
 def run_scenarios(args, names):
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    torch.mm(torch.ones(64, 64), torch.ones(64, 64))  # start the BLAS thread pool
+    load = "%.1f" % os.getloadavg()[0]
     rows = []
     for name in names:
         rng = np.random.default_rng(args.seed)
         rows += run_market(args, rng) if name == "market" else run_msmt(args, rng)
     for r in rows:
         r["threads"] = torch.get_num_threads()
+        r["load"] = load
     return rows
 
 

@@ -18,7 +18,9 @@ import time
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--dim", type=int, default=2048, help="feature dimension (2048 TDN, 256 OIM)")
     p.add_argument("--images", type=int, default=6978, help="gallery images")
     p.add_argument("--queries", type=int, default=2900)
@@ -106,23 +108,47 @@ def main(argv=None):
 
     t = time.perf_counter()
     sg = SearchGallery(gallery, 0.5)
-    rows.append(("index gallery (det_thresh 0.5)", len(sg.scores), time.perf_counter() - t, float("nan"), float("nan")))
+    rows.append(
+        (
+            "index gallery (det_thresh 0.5)",
+            len(sg.scores),
+            time.perf_counter() - t,
+            float("nan"),
+            float("nan"),
+        )
+    )
     per_q = int(np.mean([sg.counts[[sg.index[e[0]] for e in p]].sum() for p in protocol[:200]]))
-    timed(f"CUHK-SYSU gallery {args.gallery_size}", lambda: search_cuhk_sysu(qfeats, qimgs, sg, protocol), per_q)
+    timed(
+        f"CUHK-SYSU gallery {args.gallery_size}",
+        lambda: search_cuhk_sysu(qfeats, qimgs, sg, protocol),
+        per_q,
+    )
     if args.rcp:
         timed(
             f"CUHK-SYSU gallery {args.gallery_size} + RCP",
-            lambda: search_cuhk_sysu(qfeats, qimgs, sg, protocol, rcp=(0.3, 0.2), query_context_feats=contexts),
+            lambda: search_cuhk_sysu(
+                qfeats, qimgs, sg, protocol, rcp=(0.3, 0.2), query_context_feats=contexts
+            ),
             per_q,
         )
     if not args.skip_full:
         full = len(sg.scores)
-        timed("CUHK-SYSU full set", lambda: search_cuhk_sysu(qfeats, qimgs, sg, protocol, full_set=True), full)
+        timed(
+            "CUHK-SYSU full set",
+            lambda: search_cuhk_sysu(qfeats, qimgs, sg, protocol, full_set=True),
+            full,
+        )
         if args.rcp:
             timed(
                 "CUHK-SYSU full set + RCP",
                 lambda: search_cuhk_sysu(
-                    qfeats, qimgs, sg, protocol, full_set=True, rcp=(0.3, 0.2), query_context_feats=contexts
+                    qfeats,
+                    qimgs,
+                    sg,
+                    protocol,
+                    full_set=True,
+                    rcp=(0.3, 0.2),
+                    query_context_feats=contexts,
                 ),
                 full,
             )
@@ -132,7 +158,7 @@ def main(argv=None):
         ann = {}
         for i, n in enumerate(names[:n_frames]):
             d = gallery[n][0]
-            ann[n] = {"boxes": d[:, :4], "pids": rng.integers(0, 450, len(d)), "camid": i % 6}
+            ann[n] = {"boxes": d[:, :4], "pids": rng.permutation(450)[: len(d)], "camid": i % 6}
         q_pids = [int(ann[qimgs[i]]["pids"][0]) if qimgs[i] in ann else 0 for i in range(n_q)]
         q_cams = [ann[qimgs[i]]["camid"] if qimgs[i] in ann else 0 for i in range(n_q)]
         timed(
@@ -141,7 +167,9 @@ def main(argv=None):
             int(sum(sg.counts[sg.index[n]] for n in ann)),
         )
     print()
-    print(f"| {'run':<44} | {'dets ranked/query':>17} | {'time (s)':>8} | {'mAP':>6} | {'top-1':>6} |")
+    print(
+        f"| {'run':<44} | {'dets ranked/query':>17} | {'time (s)':>8} | {'mAP':>6} | {'top-1':>6} |"
+    )
     print(f"|{'-' * 46}|{'-' * 19}|{'-' * 10}|{'-' * 8}|{'-' * 8}|")
     for label, ranked, sec, m, t1 in rows:
         print(f"| {label:<44} | {ranked:>17} | {sec:>8.2f} | {100 * m:>6.2f} | {100 * t1:>6.2f} |")

@@ -219,6 +219,21 @@ _C.TEST.RERANK.LAMBDA = 0.3
 # Gallery samples per query written to the ReID evaluator's JSON ranking dump
 # (reid_topk_<dataset>.json, only when the evaluator is given an output_dir).
 _C.TEST.TOPK_DUMP = 10
+# --- faiss top-K retrieval for very large galleries (reid_plugins/evaluation/faiss_index.py).
+_C.TEST.FAISS = CN()
+# Rank with a faiss index instead of the dense ranking (needs `pip install faiss-cpu`; not
+# combinable with TEST.RERANK or a model-provided distance such as GMN's M-Net).
+_C.TEST.FAISS.ENABLED = False
+# Gallery samples retrieved per query; mAP/mINP/CMC are computed over this top-K list (true
+# matches beyond K count as missed); K >= gallery size gives the dense result.
+_C.TEST.FAISS.TOPK = 100
+# "flat" (exact inner product / L2) or "ivf" (approximate inverted file).
+_C.TEST.FAISS.INDEX = "flat"
+# IVF only: number of k-means cells (clipped to the gallery size).
+_C.TEST.FAISS.NLIST = 1024
+# IVF only: cells visited per query.
+_C.TEST.FAISS.NPROBE = 16
+# --- end faiss keys
 # Person search evaluation (PersonSearchEvaluator, CUHK-SYSU / PRW protocols).
 _C.TEST.SEARCH = CN()
 # Keep gallery detections with score >= DET_THRESH (CUHK-SYSU 0.5; PRW codes use 0.5/0.3/0.15).

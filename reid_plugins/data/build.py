@@ -257,6 +257,8 @@ def get_reid_train_records(cfg) -> List[Record]:
     names = list(cfg.DATASETS.TRAIN)
     if not names:
         raise ValueError("cfg.DATASETS.TRAIN is empty: name at least one registered dataset")
+    from . import datasets  # noqa: F401  (lazy: importing it registers the built-in sets)
+
     record_lists = []
     for name in names:
         records = DatasetCatalog.get(name)
@@ -452,6 +454,8 @@ def build_reid_test_loader(
         ValueError: a record lacks a required field, or the query or gallery set is empty;
             the message names the dataset.
     """
+    from . import datasets  # noqa: F401  (lazy: importing it registers the built-in sets)
+
     records = DatasetCatalog.get(dataset_name)
     for i, r in enumerate(records):
         missing = [k for k in ("file_name", "pid", "camid", "is_query") if k not in r]

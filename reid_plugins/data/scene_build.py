@@ -56,6 +56,12 @@ _UNLABELED = -1
 # ----------------------------------------------------------------------------- #
 # Records
 # ----------------------------------------------------------------------------- #
+def _get_records(name: str) -> List[Record]:
+    from . import datasets  # noqa: F401  (lazy: importing it registers the built-in sets)
+
+    return DatasetCatalog.get(name)
+
+
 def _check_scene_records(name: str, records: Sequence[Record], query: bool = False) -> None:
     if not isinstance(records, list) or not records:
         raise ValueError(f"Scene dataset '{name}' is empty (DatasetCatalog returned no records)")
@@ -85,7 +91,7 @@ def get_scene_train_records(cfg) -> List[Record]:
     out: List[Record] = []
     offset = 0
     for d, name in enumerate(names):
-        records = DatasetCatalog.get(name)
+        records = _get_records(name)
         _check_scene_records(name, records)
         num = 0
         empty = 0
@@ -345,7 +351,7 @@ def build_scene_test_loader(cfg, dataset_name: str, mapper: Optional[Callable] =
         ``DataLoader`` yielding ``list[dict]`` batches (record + "image", "gt_boxes",
         "gt_pids"), each rank its contiguous share of the records.
     """
-    records = DatasetCatalog.get(dataset_name)
+    records = _get_records(dataset_name)
     _check_scene_records(dataset_name, records)
     if mapper is None:
         mapper = SceneDatasetMapper.from_config(cfg, is_train=False)
@@ -399,7 +405,7 @@ def build_scene_query_loader(
     Raises:
         KeyError: an evaluator query has no record with the same (image_id, query_pid).
     """
-    records = DatasetCatalog.get(dataset_name)
+    records = _get_records(dataset_name)
     _check_scene_records(dataset_name, records, query=True)
     if queries is None:
         records = [dict(r, query_index=i) for i, r in enumerate(records)]

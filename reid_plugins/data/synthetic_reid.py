@@ -57,68 +57,35 @@ BACKGROUNDS = ("pavement", "tiles", "gradient", "shopfront", "foliage")
 # sigma in output pixels; resolution: down-sampling factor before up-sampling back; noise:
 # Gaussian std; person_scale: person height / image height; shift: max horizontal shift
 # (fraction of width); crop_prob: probability of a partial (cut) person.
+# side_prob / occlusion_prob: probability of a side view / of an occluder (pole, object).
+# fmt: off
 DOMAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     "synA": dict(  # sunny plaza: warm, bright, sharp, full bodies
-        gains=(1.15, 1.03, 0.82),
-        saturation=1.1,
-        brightness=18.0,
-        contrast=1.1,
-        gamma=0.9,
-        blur=0.0,
-        resolution=1.0,
-        noise=2.0,
-        background="pavement",
-        bg_colors=((172, 160, 138), (118, 112, 98)),
-        person_scale=0.92,
-        shift=0.04,
-        crop_prob=0.0,
+        gains=(1.15, 1.03, 0.82), saturation=1.1, brightness=18.0, contrast=1.1, gamma=0.9,
+        blur=0.0, resolution=1.0, noise=2.0, background="pavement",
+        bg_colors=((172, 160, 138), (118, 112, 98)), person_scale=0.92, shift=0.04,
+        crop_prob=0.0, side_prob=0.2, occlusion_prob=0.05,
     ),
     "synB": dict(  # dim indoor mall: blue cast, dark, low contrast, noisy
-        gains=(0.82, 0.98, 1.22),
-        saturation=0.8,
-        brightness=-35.0,
-        contrast=0.75,
-        gamma=1.0,
-        blur=0.6,
-        resolution=0.75,
-        noise=9.0,
-        background="tiles",
-        bg_colors=((92, 100, 122), (58, 60, 72)),
-        person_scale=0.84,
-        shift=0.10,
-        crop_prob=0.1,
+        gains=(0.82, 0.98, 1.22), saturation=0.8, brightness=-35.0, contrast=0.75, gamma=1.0,
+        blur=0.6, resolution=0.75, noise=9.0, background="tiles",
+        bg_colors=((92, 100, 122), (58, 60, 72)), person_scale=0.84, shift=0.10,
+        crop_prob=0.1, side_prob=0.25, occlusion_prob=0.15,
     ),
     "synC": dict(  # low-resolution CCTV: washed out, blurry, tight crops
-        gains=(1.0, 1.0, 1.0),
-        saturation=0.45,
-        brightness=0.0,
-        contrast=0.9,
-        gamma=1.1,
-        blur=0.9,
-        resolution=0.4,
-        noise=4.0,
-        background="gradient",
-        bg_colors=((205, 205, 198), (110, 110, 116)),
-        person_scale=1.0,
-        shift=0.03,
-        crop_prob=0.35,
+        gains=(1.0, 1.0, 1.0), saturation=0.45, brightness=0.0, contrast=0.9, gamma=1.1,
+        blur=0.9, resolution=0.4, noise=4.0, background="gradient",
+        bg_colors=((205, 205, 198), (110, 110, 116)), person_scale=1.0, shift=0.03,
+        crop_prob=0.35, side_prob=0.3, occlusion_prob=0.1,
     ),
     "synD": dict(  # evening street: magenta cast, contrasty, small off-centre persons
-        gains=(1.12, 0.82, 1.08),
-        saturation=1.25,
-        brightness=-8.0,
-        contrast=1.3,
-        gamma=1.25,
-        blur=0.3,
-        resolution=0.6,
-        noise=5.0,
-        background="shopfront",
-        bg_colors=((62, 40, 72), (182, 150, 62)),
-        person_scale=0.78,
-        shift=0.14,
-        crop_prob=0.05,
+        gains=(1.12, 0.82, 1.08), saturation=1.25, brightness=-8.0, contrast=1.3, gamma=1.25,
+        blur=0.3, resolution=0.6, noise=5.0, background="shopfront",
+        bg_colors=((62, 40, 72), (182, 150, 62)), person_scale=0.78, shift=0.14,
+        crop_prob=0.05, side_prob=0.35, occlusion_prob=0.1,
     ),
 }
+# fmt: on
 _BOTTOM_PALETTE = ((40, 60, 110), (25, 25, 28), (95, 95, 100), (170, 150, 110), (70, 50, 35))
 _SKIN = ((241, 194, 167), (224, 172, 135), (198, 134, 96), (141, 85, 54), (92, 56, 38))
 _HAIR = ((20, 16, 14), (60, 40, 25), (110, 75, 40), (200, 170, 110), (130, 130, 130))
@@ -159,6 +126,8 @@ def domain_style(domain: str, seed: int = 0) -> Dict[str, Any]:
         person_scale=float(r.uniform(0.78, 1.0)),
         shift=float(r.uniform(0.02, 0.14)),
         crop_prob=float(r.uniform(0.0, 0.3)),
+        side_prob=float(r.uniform(0.1, 0.4)),
+        occlusion_prob=float(r.uniform(0.0, 0.2)),
     )
 
 
@@ -454,7 +423,7 @@ def render_image(
         top=(ch - ph) / 2 + rng.normal(0, 0.015 * ch),
         height=ph,
         back=bool(rng.random() < style.get("back_prob", 0.5)),
-        side_view=bool(rng.random() < style.get("side_prob", 0.25)),
+        side_view=bool(rng.random() < style["side_prob"]),
         spread=float(rng.uniform(0, 1)),
         swing=float(rng.uniform(-2, 2)),
     )
@@ -467,7 +436,7 @@ def render_image(
         pose["top"] = rng.uniform(0.2, 0.5) * ch
     if ident is not None:
         _draw_person(canvas, ident, pose)
-    if kind == "person" and rng.random() < style.get("occlusion_prob", 0.1):
+    if kind == "person" and rng.random() < style["occlusion_prob"]:
         _occlude(canvas, rng)
     if kind == "junk":
         y0 = int(rng.uniform(0.6, 0.8) * ch)

@@ -123,17 +123,19 @@ def random_appearance(rng: np.random.Generator) -> Dict[str, Any]:
     }
 
 
-def _poly(img: np.ndarray, mask: np.ndarray, pts: Sequence, colour: tuple) -> None:
-    p = np.round(np.asarray(pts, dtype=np.float64)).astype(np.int32)[None]
-    cv2.fillPoly(img, p, colour)
-    cv2.fillPoly(mask, p, 255)
+def _trap(d: tuple, y0: float, a0: float, b0: float, y1: float, a1: float, b1: float, colour):
+    """Fill the trapezoid with x-range (a0, b0) at row y0 and (a1, b1) at row y1 into
+    ``d = (img, mask)``."""
+    p = np.round(np.array([[a0, y0], [b0, y0], [b1, y1], [a1, y1]])).astype(np.int32)[None]
+    cv2.fillPoly(d[0], p, colour)
+    cv2.fillPoly(d[1], p, 255)
 
 
-def _ellipse(img, mask, c, axes, colour, start=0, end=360) -> None:
+def _ellipse(d: tuple, c, axes, colour, start: int = 0, end: int = 360) -> None:
     c = (int(round(c[0])), int(round(c[1])))
     axes = (max(1, int(round(axes[0]))), max(1, int(round(axes[1]))))
-    cv2.ellipse(img, c, axes, 0, start, end, colour, -1)
-    cv2.ellipse(mask, c, axes, 0, start, end, 255, -1)
+    cv2.ellipse(d[0], c, axes, 0, start, end, colour, -1)
+    cv2.ellipse(d[1], c, axes, 0, start, end, 255, -1)
 
 
 def draw_person(app: Dict[str, Any], h: int, w: int, rng: np.random.Generator):
@@ -142,185 +144,95 @@ def draw_person(app: Dict[str, Any], h: int, w: int, rng: np.random.Generator):
     Args:
         app: appearance from :func:`random_appearance`.
         h, w: sprite size in pixels.
-        rng: per-instance randomness (view: front / back / side, stride, shading).
+        rng: per-instance randomness (view: front / back / side, stride, arm swing, shading).
 
     Returns:
         ``(rgb uint8 (h, w, 3), mask bool (h, w))``.
     """
-    img = np.zeros((h, w, 3), dtype=np.uint8)
-    mask = np.zeros((h, w), dtype=np.uint8)
+    d = (np.zeros((h, w, 3), dtype=np.uint8), np.zeros((h, w), dtype=np.uint8))
     view = int(rng.integers(3))  # 0 front, 1 back, 2 side
     cx = w / 2 + rng.uniform(-0.03, 0.03) * w
     b = app["build"] * (0.72 if view == 2 else 1.0)
     tw, hip = 0.30 * w * b, 0.24 * w * b
     y_sh, y_waist, y_knee, y_foot = 0.16 * h, 0.52 * h, 0.74 * h, 0.95 * h
     spread = rng.uniform(0.0, 0.09) * w
-    # legs (under the torso), shoes
-    leg_colour = app["bottom"] if app["bottom_kind"] == 0 else app["skin"]
+    # legs, shoes, shorts / skirt
+    leg = app["bottom"] if app["bottom_kind"] == 0 else app["skin"]
     for s in (-1, 1):
         inner, outer = cx + s * 0.02 * w, cx + s * hip
-        foot_in, foot_out = inner + s * spread, outer + s * spread
-        _poly(
-            img,
-            mask,
-            [(inner, y_waist), (outer, y_waist), (foot_out, y_foot), (foot_in, y_foot)],
-            leg_colour,
+        fi, fo = inner + s * spread, outer + s * spread
+        _trap(d, y_waist, inner, outer, y_foot, fi, fo, leg)
+        _trap(d, y_foot, fi, fo + s * 0.04 * w, h - 1, fi, fo + s * 0.04 * w, app["shoes"])
+        if app["bottom_kind"] == 1:
+            k = s * spread * 0.45
+            _trap(d, y_waist, inner, outer, y_knee - 0.06 * h, inner + k, outer + k, app["bottom"])
+    if app["bottom_kind"] == 2:
+        _trap(
+            d, y_waist, cx - hip, cx + hip, y_knee, cx - 1.35 * hip, cx + 1.35 * hip, app["bottom"]
         )
-        _poly(
-            img,
-            mask,
-            [
-                (foot_in, y_foot),
-                (foot_out + s * 0.04 * w, y_foot),
-                (foot_out + s * 0.04 * w, h - 1),
-                (foot_in, h - 1),
-            ],
-            app["shoes"],
-        )
-        if app["bottom_kind"] == 1:  # shorts
-            _poly(
-                img,
-                mask,
-                [
-                    (inner, y_waist),
-                    (outer, y_waist),
-                    (outer + s * spread * 0.45, y_knee - 0.06 * h),
-                    (inner + s * spread * 0.45, y_knee - 0.06 * h),
-                ],
-                app["bottom"],
-            )
-    if app["bottom_kind"] == 2:  # skirt
-        _poly(
-            img,
-            mask,
-            [
-                (cx - hip, y_waist),
-                (cx + hip, y_waist),
-                (cx + hip * 1.35, y_knee),
-                (cx - hip * 1.35, y_knee),
-            ],
-            app["bottom"],
-        )
-    # arms
+    # arms (sleeves), hands
     arm = app["top"] if app["long_sleeves"] else app["skin"]
     for s in (-1, 1):
-        x0 = cx + s * tw
-        sway = rng.uniform(-0.04, 0.06) * w
-        pts = [
-            (x0 - s * 0.02 * w, y_sh + 0.02 * h),
-            (x0 + s * 0.10 * w, y_sh + 0.04 * h),
-            (x0 + s * (0.10 * w + sway), 0.50 * h),
-            (x0 + s * sway * 0.5, 0.50 * h),
-        ]
-        _poly(img, mask, pts, arm)
+        x0, sway = cx + s * tw, rng.uniform(-0.04, 0.06) * w
+        top = (y_sh + 0.03 * h, x0 - s * 0.02 * w, x0 + s * 0.10 * w)
+        _trap(d, *top, 0.50 * h, x0 + s * sway * 0.5, x0 + s * (0.10 * w + sway), arm)
         if not app["long_sleeves"]:
-            _poly(img, mask, pts[:2] + [(x0 + s * 0.11 * w, 0.29 * h), (x0, 0.29 * h)], app["top"])
-        _ellipse(
-            img,
-            mask,
-            (x0 + s * (0.05 * w + sway * 0.7), 0.51 * h),
-            (0.05 * w, 0.025 * h),
-            app["skin"],
-        )
+            _trap(d, *top, 0.29 * h, x0, x0 + s * 0.11 * w, app["top"])
+        hand = (x0 + s * (0.05 * w + sway * 0.7), 0.51 * h)
+        _ellipse(d, hand, (0.05 * w, 0.025 * h), app["skin"])
     # torso with its pattern
-    tmask = np.zeros_like(mask)
-    torso = [
-        (cx - tw, y_sh),
-        (cx + tw, y_sh),
-        (cx + hip * 1.05, y_waist + 0.02 * h),
-        (cx - hip * 1.05, y_waist + 0.02 * h),
-    ]
-    _poly(img, tmask, torso, app["top"])
-    mask |= tmask
+    torso = (np.zeros((h, w, 3), dtype=np.uint8), np.zeros((h, w), dtype=np.uint8))
+    _trap(torso, y_sh, cx - tw, cx + tw, y_waist + 0.02 * h, cx - 1.05 * hip, cx + 1.05 * hip, 1)
+    sel = torso[1] > 0
+    d[0][sel], d[1][sel] = app["top"], 255
     pat, period = app["pattern"], max(2, int(round(0.035 * h)))
     if pat:
         yy, xx = np.mgrid[:h, :w]
-        sel = {
+        stripes = {
             1: (yy // period) % 2 == 1,
             2: (xx // period) % 2 == 1,
             3: ((yy // period) + (xx // period)) % 2 == 1,
             4: yy > (y_sh + y_waist) / 2,
         }[pat]
-        img[(tmask > 0) & sel] = app["top2"]
-    # accessories on the torso
+        d[0][sel & stripes] = app["top2"]
+    # accessories
     acc, ac = app["accessory"], app["acc_colour"]
     if acc == 1 and view == 1:  # backpack seen from the back
-        _poly(
-            img,
-            mask,
-            [
-                (cx - tw * 0.7, y_sh + 0.03 * h),
-                (cx + tw * 0.7, y_sh + 0.03 * h),
-                (cx + tw * 0.7, 0.43 * h),
-                (cx - tw * 0.7, 0.43 * h),
-            ],
+        _trap(
+            d,
+            y_sh + 0.03 * h,
+            cx - 0.7 * tw,
+            cx + 0.7 * tw,
+            0.43 * h,
+            cx - 0.7 * tw,
+            cx + 0.7 * tw,
             ac,
         )
-    elif acc == 1 and view == 2:
-        _poly(
-            img,
-            mask,
-            [
-                (cx - tw - 0.16 * w, y_sh + 0.03 * h),
-                (cx - tw + 0.02 * w, y_sh),
-                (cx - tw + 0.02 * w, 0.42 * h),
-                (cx - tw - 0.16 * w, 0.42 * h),
-            ],
-            ac,
-        )
+    elif acc == 1 and view == 2:  # backpack from the side
+        a0, a1 = cx - tw - 0.16 * w, cx - tw + 0.02 * w
+        _trap(d, y_sh + 0.03 * h, a0, a1, 0.42 * h, a0, a1, ac)
     elif acc == 1:  # straps
         for s in (-1, 1):
             x = cx + s * tw * 0.55
-            _poly(
-                img,
-                mask,
-                [
-                    (x - 0.03 * w, y_sh),
-                    (x + 0.03 * w, y_sh),
-                    (x + 0.03 * w, 0.40 * h),
-                    (x - 0.03 * w, 0.40 * h),
-                ],
-                ac,
-            )
+            _trap(d, y_sh, x - 0.03 * w, x + 0.03 * w, 0.40 * h, x - 0.03 * w, x + 0.03 * w, ac)
     elif acc == 2:  # handbag on one side
-        s = 1 if rng.random() < 0.5 else -1
-        x = cx + s * (tw + 0.10 * w)
-        _poly(
-            img,
-            mask,
-            [
-                (x - 0.08 * w, 0.44 * h),
-                (x + 0.08 * w, 0.44 * h),
-                (x + 0.09 * w, 0.56 * h),
-                (x - 0.09 * w, 0.56 * h),
-            ],
-            ac,
-        )
+        x = cx + (1 if rng.random() < 0.5 else -1) * (tw + 0.10 * w)
+        _trap(d, 0.44 * h, x - 0.08 * w, x + 0.08 * w, 0.56 * h, x - 0.09 * w, x + 0.09 * w, ac)
     # head, hair, hat
     hc, hr = (cx, 0.085 * h), (min(0.15 * w, 0.06 * h), 0.072 * h)
     if app["long_hair"]:
-        _poly(
-            img,
-            mask,
-            [
-                (cx - hr[0] * 1.1, hc[1]),
-                (cx + hr[0] * 1.1, hc[1]),
-                (cx + hr[0] * 1.1, y_sh + 0.05 * h),
-                (cx - hr[0] * 1.1, y_sh + 0.05 * h),
-            ],
-            app["hair"],
-        )
-    _ellipse(img, mask, hc, hr, app["hair"] if view == 1 else app["skin"])
+        a0, a1 = cx - 1.1 * hr[0], cx + 1.1 * hr[0]
+        _trap(d, hc[1], a0, a1, y_sh + 0.05 * h, a0, a1, app["hair"])
+    _ellipse(d, hc, hr, app["hair"] if view == 1 else app["skin"])
     if view != 1:
-        _ellipse(img, mask, hc, (hr[0] * 1.05, hr[1] * 1.0), app["hair"], 180, 360)
+        _ellipse(d, hc, (hr[0] * 1.05, hr[1]), app["hair"], 180, 360)
     if acc == 3:
-        _ellipse(img, mask, (hc[0], hc[1] - hr[1] * 0.35), (hr[0] * 1.3, hr[1] * 0.6), ac, 180, 360)
+        _ellipse(d, (hc[0], hc[1] - 0.35 * hr[1]), (1.3 * hr[0], 0.6 * hr[1]), ac, 180, 360)
     # shading: darker towards one side (illumination direction)
     shade = 1.0 - rng.uniform(0.0, 0.25) * np.linspace(0, 1, w)[None, :, None]
     if rng.random() < 0.5:
         shade = shade[:, ::-1]
-    img = np.clip(img * shade, 0, 255).astype(np.uint8)
-    return img, mask > 0
+    return np.clip(d[0] * shade, 0, 255).astype(np.uint8), d[1] > 0
 
 
 # --------------------------------------------------------------------------------------- #
@@ -591,66 +503,45 @@ def _write_cuhk(w: _Writer, images, identities, p, rng, render) -> Dict[str, Any
     pool = [names[i] for i in order if images[i]["split"] == "test"]
     w.write("annotation/pool.mat", _savemat_bytes({"pool": _cell(pool)}))
 
-    def box_of(ident_index: int, image_index: int) -> np.ndarray:
-        q = next(q for q in images[image_index]["persons"] if q["id"] == ident_index)
-        return _xywh(q["visible"])
+    def entry(i: int, j: int, present: bool = True) -> Dict[str, Any]:
+        """(imname, idlocate, ishard) of identity i in image j (idlocate empty if absent)."""
+        box = np.zeros((0, 0))
+        if present:
+            box = _xywh(next(q for q in images[j]["persons"] if q["id"] == i)["visible"])
+        return {"imname": names[j], "idlocate": box, "ishard": 0.0}
 
-    train, queries = [], []
+    gal_fields, train, queries = ["imname", "idlocate", "ishard"], [], []
     for i, ident in enumerate(identities):
         idname = f"p{i + 1}"
-        if ident["split"] == "train":
-            scene = [
-                {"imname": names[j], "idlocate": box_of(i, j), "ishard": 0.0}
-                for j in ident["images"]
-            ]
-            train.append(
-                _struct(
-                    [
-                        {
-                            "idname": idname,
-                            "nAppear": float(len(scene)),
-                            "scene": _struct(scene, ["imname", "idlocate", "ishard"]),
-                        }
-                    ],
-                    ["idname", "nAppear", "scene"],
-                )
-            )
-        else:
+        if ident["split"] == "test":
             queries.append((i, idname))
+            continue
+        scene = _struct([entry(i, j) for j in ident["images"]], gal_fields)
+        row = {"idname": idname, "nAppear": float(scene.size), "scene": scene}
+        train.append(_struct([row], ["idname", "nAppear", "scene"]))
     proto = "annotation/test/train_test"
     w.write(f"{proto}/Train.mat", _savemat_bytes({"Train": _cell(train)}))
     test_idx = [im["index"] for im in images if im["split"] == "test"]
     sizes = [n for n in CUHK_GALLERY_SIZES if n <= len(test_idx) - 1]
     distractors = {}
     for i, _ in queries:
-        ims = identities[i]["images"]
-        others = [j for j in test_idx if j not in ims]
+        others = [j for j in test_idx if j not in identities[i]["images"]]
         distractors[i] = [others[k] for k in rng.permutation(len(others))]
     for n in sizes:
         rows = []
         for i, idname in queries:
-            ims = identities[i]["images"]
-            q = {
-                "imname": names[ims[0]],
-                "idlocate": box_of(i, ims[0]),
-                "ishard": 0.0,
-                "idname": idname,
-            }
-            gal = [{"imname": names[j], "idlocate": box_of(i, j), "ishard": 0.0} for j in ims[1:]]
-            gal += [
-                {"imname": names[j], "idlocate": np.zeros((0, 0)), "ishard": 0.0}
-                for j in distractors[i][: n - len(gal)]
-            ]
+            first, *rest = identities[i]["images"]
+            gal = [entry(i, j) for j in rest]
+            gal += [entry(i, j, False) for j in distractors[i][: n - len(gal)]]
+            query = {**entry(i, first), "idname": idname}
             rows.append(
                 {
-                    "Query": _struct([q], ["imname", "idlocate", "ishard", "idname"]),
-                    "Gallery": _struct(gal, ["imname", "idlocate", "ishard"]),
+                    "Query": _struct([query], gal_fields + ["idname"]),
+                    "Gallery": _struct(gal, gal_fields),
                 }
             )
-        w.write(
-            f"{proto}/TestG{n}.mat",
-            _savemat_bytes({f"TestG{n}": _struct(rows, ["Query", "Gallery"])}),
-        )
+        testg = _struct(rows, ["Query", "Gallery"])
+        w.write(f"{proto}/TestG{n}.mat", _savemat_bytes({f"TestG{n}": testg}))
     return {"gallery_sizes": sizes, "num_queries": len(queries)}
 
 
@@ -777,14 +668,10 @@ def generate_synthetic_scenes(
     if fmt == "cuhk_sysu" and num_test_images < CUHK_GALLERY_SIZES[0] + 1:
         raise ValueError(f"fmt='cuhk_sysu' needs num_test_images >= {CUHK_GALLERY_SIZES[0] + 1}")
     manifest = _read_manifest(out)
-    if (
-        manifest is not None
-        and manifest.get("params") == params
-        and manifest.get("version") == _VERSION
-    ):
-        if _files_ok(out, manifest):
-            return out
-    elif os.path.exists(out):
+    same = manifest is not None and manifest.get("params") == params
+    if same and manifest.get("version") == _VERSION and _files_ok(out, manifest):
+        return out
+    if os.path.exists(out) and not same:  # same arguments: stale version / damaged, redo
         if manifest is None:
             raise FileExistsError(
                 f"{out} exists but has no {_MANIFEST}: it was not written by "
@@ -797,33 +684,20 @@ def generate_synthetic_scenes(
             )
     tmp = f"{out}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    key = [int(seed), FORMATS.index(fmt)]  # the two layouts are different domains
-    rng = np.random.default_rng(key + [1])
-    images, identities = _plan({**params, "key": key}, rng)
-    styles = [_camera_style(np.random.default_rng(key + [2, c])) for c in range(num_cams)]
-    size = tuple(params["image_size"])
-    render = (
-        {"index": im["index"], "pixels": _render(im, styles[im["cam"]], size, key)}
-        for im in tqdm(images, desc=f"synthetic_{fmt}", disable=not progress, leave=False)
-    )
-    writer = _Writer(tmp)
-    write = _write_cuhk if fmt == "cuhk_sysu" else _write_prw
-    extra = write(writer, images, identities, params, rng, render)
-    counts = {
-        "num_images": len(images),
-        "num_boxes": sum(len(im["persons"]) for im in images),
-        "num_labeled_boxes": sum(q["id"] is not None for im in images for q in im["persons"]),
-        **extra,
-    }
-    manifest = {
-        "generator": "reid_plugins.data.synthetic_scenes",
-        "version": _VERSION,
-        "params": params,
-        "counts": counts,
-        "files": writer.files,
-    }
-    with open(os.path.join(tmp, _MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
+    try:
+        counts, files = _generate(tmp, params, progress)
+        manifest = {
+            "generator": "reid_plugins.data.synthetic_scenes",
+            "version": _VERSION,
+            "params": params,
+            "counts": counts,
+            "files": files,
+        }
+        with open(os.path.join(tmp, _MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if os.path.exists(out):
         shutil.rmtree(out)
     try:
@@ -834,6 +708,30 @@ def generate_synthetic_scenes(
         if other is None or other.get("params") != params:
             raise
     return out
+
+
+def _generate(folder: str, params: Dict[str, Any], progress: bool = True):
+    """Plan, render and write one dataset into ``folder``; returns (counts, files)."""
+    fmt, cams = params["fmt"], params["num_cams"]
+    key = [params["seed"], FORMATS.index(fmt)]  # the two layouts are different domains
+    rng = np.random.default_rng(key + [1])
+    images, identities = _plan({**params, "key": key}, rng)
+    styles = [_camera_style(np.random.default_rng(key + [2, c])) for c in range(cams)]
+    size = tuple(params["image_size"])
+    render = (
+        {"index": im["index"], "pixels": _render(im, styles[im["cam"]], size, key)}
+        for im in tqdm(images, desc=f"synthetic_{fmt}", disable=not progress, leave=False)
+    )
+    writer = _Writer(folder)
+    write = _write_cuhk if fmt == "cuhk_sysu" else _write_prw
+    extra = write(writer, images, identities, params, rng, render)
+    counts = {
+        "num_images": len(images),
+        "num_boxes": sum(len(im["persons"]) for im in images),
+        "num_labeled_boxes": sum(q["id"] is not None for im in images for q in im["persons"]),
+        **extra,
+    }
+    return counts, writer.files
 
 
 def ensure_synthetic_scenes(root: str, fmt: str) -> str:

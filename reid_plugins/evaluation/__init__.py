@@ -21,6 +21,11 @@ from .search_metrics import (  # noqa: F401
     search_prw,
 )
 from .distance import GalleryDistance, compute_distance  # noqa: F401
+from .faiss_index import (  # noqa: F401
+    FaissGalleryIndex,
+    evaluate_features_faiss,
+    evaluate_retrieved,
+)
 from .rank import evaluate_features, evaluate_rank  # noqa: F401
 from .reid_evaluation import ReIDEvaluator  # noqa: F401
 from .rerank import re_ranking  # noqa: F401

@@ -38,7 +38,9 @@ def as_feature_tensor(
     t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
     t = t.detach()
     if t.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D (num_samples, dim) array, got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must be a 2-D (num_samples, dim) array, got shape {tuple(t.shape)}"
+        )
     if device is not None:
         t = t.to(device)
     if t.dtype != torch.float32:

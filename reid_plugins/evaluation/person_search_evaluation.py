@@ -10,7 +10,8 @@ Model contract (what a person-search meta-architecture must implement for evalua
       {"boxes": (N, 4) float tensor, x1y1x2y2 in ORIGINAL image coordinates,
        "scores": (N,) person scores, "features": (N, D) re-ID features}
 
-  Return every detection the model keeps (any score); the evaluator applies ``det_thresh``.
+  Return every detection the model keeps; the evaluator keeps those with ``score >=
+  det_thresh`` (the only ones any metric uses).
 * **Query pass** -- ``model.extract_query(inputs)`` (falls back to ``model(inputs)`` when the
   model has no ``extract_query``; the inputs then carry ``"query_box"`` so the model can tell).
   ``inputs`` = scene dicts of the query images plus ``"query_box"`` (4,) x1y1x2y2 in ORIGINAL
@@ -24,9 +25,17 @@ Model contract (what a person-search meta-architecture must implement for evalua
 
   Context persons of a query = the query image's detections with ``score >= det_thresh``
   whose IoU with the query box is < 0.5 (i.e. not the query itself).
+* Features need not be L2-normalised (similarities are cosine; the evaluator normalises).
+  Records without ``"query_index"`` are matched by ``(image_id, query_pid)``, unique in
+  CUHK-SYSU and PRW.
 
 Queries can also be fed without a model through :meth:`PersonSearchEvaluator.add_query`.
 :func:`run_person_search_inference` runs both passes and evaluates.
+
+Detection quality uses the gallery gt (``"boxes"``/``"pids"`` of the gallery inputs): greedy
+one-to-one matching at IoU ``detection_iou`` of the detections kept by ``det_thresh``;
+"labeled" = persons with pid >= 0, unlabelled persons being ignore regions (see
+:func:`~reid_plugins.evaluation.search_metrics.detection_recall_ap`).
 
 Results (percentages 0-100)::
 
@@ -67,9 +76,11 @@ _PROTOCOLS = ("cuhk_sysu", "prw")
 
 
 def _np(x, dtype=np.float32) -> np.ndarray:
+    """Tensor (any device / float dtype, incl. half) or array-like -> numpy ``dtype``."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        return x.numpy().astype(dtype, copy=False) if dtype is not None else x.numpy()
+        x = x.detach()
+        x = x.float() if x.is_floating_point() else x
+        return x.cpu().numpy().astype(dtype, copy=False)
     return np.asarray(x, dtype=dtype)
 
 
@@ -81,6 +92,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
         queries: per query a dict ``{"image_id": str, "query_box": (4,) x1y1x2y2, "query_pid":
             int, "camid": int (-1 unknown), "gallery": [(image_id, gt box x1y1x2y2 or None),
             ...]}``; ``"gallery"`` (the TestG<N> list) is required for CUHK-SYSU, unused by PRW.
+            The ``load_cuhk_sysu_protocol`` dicts (``"query_image_id"``, ``"query_box"``,
+            ``"query_pid"``, ``"gallery_image_ids"``, ``"gallery_gt"``) are accepted as well;
+            PRW query records (``prw_query``) can be passed as they are.
         protocol: ``"cuhk_sysu"`` or ``"prw"``.
         query_dataset_name: registered name of the query set (logs only).
         gallery_size: CUHK-SYSU gallery size of ``queries[i]["gallery"]`` (logged); ``-1`` =
@@ -88,7 +102,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
         det_thresh: keep detections with ``score >= det_thresh`` (search and detection).
         rcp: ``(b, lam)`` to rank with context persons (TDN Eq. 6-8), or None.
         cross_camera: PRW only: gallery = other cameras' frames (default multi-view).
-        gallery_curve: CUHK-SYSU ``{size: [per-query gallery list]}`` for the mAP curve.
+        gallery_curve: CUHK-SYSU ``{size: [per-query gallery]}`` for the mAP curve, aligned
+            with ``queries``; a per-query gallery is a ``[(image_id, box or None)]`` list or a
+            dict with ``"gallery_image_ids"``/``"gallery_gt"`` (``load_cuhk_sysu_protocol``).
         gallery_annotations: ``{image_id: {"boxes", "pids", "camid"}}``; default: taken from
             the gallery inputs' ``"boxes"``/``"pids"``/``"camid"``.
         topk: reported ranks.
@@ -133,7 +149,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
         if gallery_curve and protocol == "cuhk_sysu":
             for size, lists in gallery_curve.items():
                 if lists is not None and len(lists) != len(self.queries):
-                    raise ValueError(f"gallery_curve[{size}] has {len(lists)} queries, not {len(self.queries)}")
+                    raise ValueError(
+                        f"gallery_curve[{size}] has {len(lists)} queries, not {len(self.queries)}"
+                    )
         self.gallery_curve = dict(gallery_curve or {}) if protocol == "cuhk_sysu" else {}
         self._fixed_annotations = gallery_annotations
         self._by_key: Dict[Tuple[str, int], List[int]] = defaultdict(list)
@@ -142,11 +160,22 @@ class PersonSearchEvaluator(DatasetEvaluator):
         self.reset()
 
     def _check_query(self, i: int, q: Mapping) -> Dict:
+        if "image_id" not in q and "query_image_id" in q:  # load_cuhk_sysu_protocol format
+            q = dict(q, image_id=q["query_image_id"])
         for key in ("image_id", "query_box", "query_pid"):
             if key not in q:
                 raise KeyError(f"queries[{i}] lacks '{key}' (has {sorted(q)})")
-        if self.protocol == "cuhk_sysu" and "gallery" not in q:
-            raise KeyError(f"queries[{i}] lacks 'gallery' (the TestG list), needed by CUHK-SYSU")
+        gallery = q.get("gallery")
+        if gallery is None and "gallery_image_ids" in q:
+            gallery = {
+                "gallery_image_ids": q["gallery_image_ids"],
+                "gallery_gt": q.get("gallery_gt"),
+            }
+        if self.protocol == "cuhk_sysu" and gallery is None:
+            raise KeyError(
+                f"queries[{i}] lacks 'gallery' (or 'gallery_image_ids'/'gallery_gt'): the TestG "
+                "list is needed by CUHK-SYSU"
+            )
         box = _np(q["query_box"], np.float64).reshape(-1)
         if box.size != 4:
             raise ValueError(f"queries[{i}]['query_box'] must have 4 values, got {box.size}")
@@ -155,7 +184,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             "query_box": box,
             "query_pid": int(q["query_pid"]),
             "camid": int(q.get("camid", -1)),
-            "gallery": q.get("gallery"),
+            "gallery": gallery,
         }
 
     @classmethod
@@ -169,41 +198,59 @@ class PersonSearchEvaluator(DatasetEvaluator):
         protocol_loader: Optional[Callable[[int], Sequence[Mapping]]] = None,
         output_dir: Optional[str] = None,
     ) -> "PersonSearchEvaluator":
-        """Build from ``cfg.TEST.SEARCH``.
+        """Build from ``cfg.TEST.SEARCH`` for the gallery set ``dataset_name``.
 
-        The protocol is ``MetadataCatalog.get(dataset_name).search_protocol`` if set, else
-        "prw" when the name contains "prw", else "cuhk_sysu". Queries: ``queries``, else
-        ``protocol_loader(gallery_size)`` (CUHK-SYSU; default loader:
-        ``reid_plugins.data.datasets.cuhk_sysu.load_cuhk_sysu_protocol(root, size)``), else
-        the records of ``query_dataset_name``. The curve uses ``protocol_loader(size)`` for
-        each of ``TEST.SEARCH.GALLERY_CURVE``; sizes it cannot load are skipped with a warning.
+        * protocol: ``MetadataCatalog.get(dataset_name).search_protocol`` (set when the scene
+          sets are registered), else "prw" if the name contains "prw", else "cuhk_sysu".
+        * CUHK-SYSU queries: ``queries``, else ``protocol_loader(TEST.SEARCH.GALLERY_SIZE)``;
+          the default loader is the query set's metadata ``load_protocol`` (i.e.
+          ``load_cuhk_sysu_protocol(root, size)``, format ``{"query_image_id", "query_box",
+          "query_pid", "gallery_image_ids", "gallery_gt"}``).
+        * PRW queries: ``queries``, else the records of ``query_dataset_name``.
+        * gallery-size curve (CUHK-SYSU): ``protocol_loader(n)`` for each n of
+          ``TEST.SEARCH.GALLERY_CURVE`` that exists (the query metadata's ``gallery_sizes``
+          when known; sizes that fail to load are skipped with a warning).
         """
-        from ..data.catalog import DatasetCatalog, MetadataCatalog, dataset_root
+        from ..data.catalog import DatasetCatalog, MetadataCatalog
 
         s = cfg.TEST.SEARCH
-        meta = MetadataCatalog.get(dataset_name)
-        protocol = meta.get("search_protocol", "prw" if "prw" in dataset_name.lower() else "cuhk_sysu")
+        protocol = MetadataCatalog.get(dataset_name).get("search_protocol") or (
+            "prw" if "prw" in dataset_name.lower() else "cuhk_sysu"
+        )
         size = int(s.GALLERY_SIZE)
+        available = None
         if protocol == "cuhk_sysu" and protocol_loader is None:
-
-            def protocol_loader(n: int):
-                from ..data.datasets.cuhk_sysu import load_cuhk_sysu_protocol
-
-                root = meta.get("root", os.path.join(dataset_root(), "cuhk_sysu"))
-                return load_cuhk_sysu_protocol(root, n)
-
+            if query_dataset_name is None:
+                raise ValueError(
+                    "CUHK-SYSU needs protocol_loader= or query_dataset_name (whose metadata has "
+                    "load_protocol)"
+                )
+            qmeta = MetadataCatalog.get(query_dataset_name)
+            if "load_protocol" not in qmeta:
+                DatasetCatalog.get(query_dataset_name)  # loading the records sets the metadata
+            if "load_protocol" not in qmeta:
+                raise KeyError(
+                    f"Metadata of '{query_dataset_name}' has no 'load_protocol'; pass "
+                    "protocol_loader= to PersonSearchEvaluator.from_config"
+                )
+            protocol_loader = qmeta.load_protocol
+            available = qmeta.get("gallery_sizes")
         if queries is None and protocol == "cuhk_sysu":
-            queries = protocol_loader(size if size > 0 else 50)  # every list holds all positives
+            queries = protocol_loader(size)
         if queries is None:
             if query_dataset_name is None:
-                raise ValueError("PersonSearchEvaluator.from_config needs queries or query_dataset_name")
+                raise ValueError(
+                    "PersonSearchEvaluator.from_config needs queries or query_dataset_name"
+                )
             queries = DatasetCatalog.get(query_dataset_name)
         curve = {}
         if protocol == "cuhk_sysu":
             for n in s.GALLERY_CURVE:
+                if available is not None and int(n) not in available:
+                    continue
                 try:
-                    curve[int(n)] = [q["gallery"] for q in protocol_loader(int(n))]
-                except (ImportError, OSError, KeyError, ValueError) as e:
+                    curve[int(n)] = protocol_loader(int(n))
+                except (OSError, KeyError, ValueError) as e:
                     logger.warning("Gallery-size curve: size %s skipped (%s)", n, e)
         return cls(
             dataset_name=dataset_name,
@@ -216,7 +263,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             cross_camera=s.CROSS_CAMERA,
             gallery_curve=curve,
             detection_iou=s.DETECTION_IOU,
-            output_dir=output_dir or cfg.OUTPUT_DIR,
+            output_dir=output_dir if output_dir is not None else cfg.OUTPUT_DIR,
         )
 
     # ---------------------------------------------------------------------------------------
@@ -236,14 +283,22 @@ class PersonSearchEvaluator(DatasetEvaluator):
                     raise KeyError(f"model output for gallery image '{name}' lacks '{key}'")
             boxes = _np(out["boxes"]).reshape(-1, 4)
             scores = _np(out["scores"]).reshape(-1)
-            feats = _np(out["features"]).reshape(boxes.shape[0], -1)
+            feats = _np(out["features"])  # (0, D) when nothing was detected
+            feats = feats.reshape(boxes.shape[0], -1 if boxes.shape[0] else feats.shape[-1])
             if scores.shape[0] != boxes.shape[0]:
-                raise ValueError(f"image '{name}': {boxes.shape[0]} boxes but {scores.shape[0]} scores")
-            self._dets[name] = (np.concatenate([boxes, scores[:, None]], 1), feats)
+                raise ValueError(
+                    f"image '{name}': {boxes.shape[0]} boxes but {scores.shape[0]} scores"
+                )
+            keep = scores >= self.det_thresh  # both metrics use only these: store no more
+            self._dets[name] = (np.c_[boxes[keep], scores[keep]], feats[keep])
             if "boxes" in inp:
                 gt = _np(inp["boxes"], np.float64).reshape(-1, 4)
                 pids = _np(inp.get("pids", -np.ones(len(gt))), np.int64).reshape(-1)
-                self._annotations[name] = {"boxes": gt, "pids": pids, "camid": int(inp.get("camid", -1))}
+                self._annotations[name] = {
+                    "boxes": gt,
+                    "pids": pids,
+                    "camid": int(inp.get("camid", -1)),
+                }
 
     def _query_index(self, inp: Mapping) -> int:
         if "query_index" in inp:
@@ -251,7 +306,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             if not 0 <= idx < len(self.queries):
                 raise IndexError(f"query_index {idx} out of range (0..{len(self.queries) - 1})")
             return idx
-        key = (str(inp.get("image_id")), int(inp.get("query_pid", -10**9)))
+        key = (str(inp.get("image_id")), int(inp.get("query_pid", -(10**9))))
         found = self._by_key.get(key, [])
         if len(found) != 1:
             raise KeyError(
@@ -268,11 +323,16 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 raise KeyError(f"query output {idx} lacks 'query_feature' (keys: {sorted(out)})")
             feat = _np(out["query_feature"])
             if feat.ndim == 2 and feat.shape[0] != 1:
-                raise ValueError(f"query {idx}: 'query_feature' must be (D,) or (1, D), got {feat.shape}")
+                raise ValueError(
+                    f"query {idx}: 'query_feature' must be (D,) or (1, D), got {feat.shape}"
+                )
             self._query_feats[idx] = feat.reshape(-1)
             if "boxes" in out:
+                if "scores" not in out or "features" not in out:
+                    raise KeyError(f"query output {idx} has 'boxes' but no 'scores'/'features'")
                 boxes = _np(out["boxes"]).reshape(-1, 4)
-                feats = _np(out["features"]).reshape(boxes.shape[0], -1)
+                feats = _np(out["features"])  # (0, D) when nothing was detected
+                feats = feats.reshape(boxes.shape[0], -1 if boxes.shape[0] else feats.shape[-1])
                 self._query_dets[idx] = (boxes, _np(out["scores"]).reshape(-1), feats)
 
     def add_query(self, query_index: int, feature, context_feats=None) -> None:
@@ -282,11 +342,19 @@ class PersonSearchEvaluator(DatasetEvaluator):
             raise IndexError(f"query_index {query_index} out of range (0..{len(self.queries) - 1})")
         self._query_feats[int(query_index)] = _np(feature).reshape(-1)
         if context_feats is not None:
-            self._query_ctx[int(query_index)] = _np(context_feats).reshape(-1, self._query_feats[int(query_index)].size)
+            self._query_ctx[int(query_index)] = _np(context_feats).reshape(
+                -1, self._query_feats[int(query_index)].size
+            )
 
     # ---------------------------------------------------------------------------------------
     def _gather(self):
-        state = (self._dets, self._annotations, self._query_feats, self._query_dets, self._query_ctx)
+        state = (
+            self._dets,
+            self._annotations,
+            self._query_feats,
+            self._query_dets,
+            self._query_ctx,
+        )
         if not self.distributed or comm.get_world_size() == 1:
             return state
         parts = comm.gather(state, dst=0)
@@ -315,7 +383,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 continue
             out.append(select_context(q["query_box"], boxes, scores, feats, self.det_thresh))
         if n_missing:
-            logger.warning("RCP: %d queries have no detections of their image; no context", n_missing)
+            logger.warning(
+                "RCP: %d queries have no detections of their image; no context", n_missing
+            )
         return out
 
     def evaluate(self) -> Dict:
@@ -327,30 +397,45 @@ class PersonSearchEvaluator(DatasetEvaluator):
         missing = [i for i in range(len(self.queries)) if i not in query_feats]
         if missing:
             raise RuntimeError(
-                f"{len(missing)} of {len(self.queries)} queries have no feature (e.g. {missing[:5]}); "
-                "run process_queries/add_query for every query"
+                f"{len(missing)} of {len(self.queries)} queries have no feature "
+                f"(e.g. {missing[:5]}); run process_queries/add_query for every query"
             )
         if not self.queries:
             raise RuntimeError("PersonSearchEvaluator has no queries")
         qfeats = np.stack([query_feats[i] for i in range(len(self.queries))])
-        contexts = self._contexts(dets, query_dets, query_ctx, qfeats.shape[1]) if self.rcp else None
+        contexts = (
+            self._contexts(dets, query_dets, query_ctx, qfeats.shape[1]) if self.rcp else None
+        )
         annotations = self._fixed_annotations or annotations
         qimgs = [q["image_id"] for q in self.queries]
         gallery = SearchGallery(dets, self.det_thresh)
-        kw = dict(topk=self.topk, rcp=self.rcp, query_context_feats=contexts, progress=comm.is_main_process())
+        kw = dict(
+            topk=self.topk,
+            rcp=self.rcp,
+            query_context_feats=contexts,
+            progress=comm.is_main_process(),
+        )
         if self.protocol == "cuhk_sysu":
             lists = [q["gallery"] for q in self.queries]
-            res = search_cuhk_sysu(qfeats, qimgs, gallery, lists, full_set=self.gallery_size < 0, **kw)
+            res = search_cuhk_sysu(
+                qfeats, qimgs, gallery, lists, full_set=self.gallery_size < 0, **kw
+            )
         else:
             if not annotations:
                 raise RuntimeError(
-                    "PRW needs gallery annotations: gallery inputs must carry 'boxes'/'pids'/'camid' "
-                    "or pass gallery_annotations"
+                    "PRW needs gallery annotations: gallery inputs must carry 'boxes'/'pids'/"
+                    "'camid' or pass gallery_annotations"
                 )
             res = search_prw(
-                qfeats, qimgs, [q["query_pid"] for q in self.queries], [q["camid"] for q in self.queries],
-                gallery, annotations, cross_camera=self.cross_camera, **kw,
-            )  # fmt: skip
+                qfeats,
+                qimgs,
+                [q["query_pid"] for q in self.queries],
+                [q["camid"] for q in self.queries],
+                gallery,
+                annotations,
+                cross_camera=self.cross_camera,
+                **kw,
+            )
         results: Dict = {"search": {"mAP": 100 * res["mAP"]}}
         for k in self.topk:
             results["search"][f"top-{k}"] = 100 * res[f"top-{k}"]
@@ -360,23 +445,32 @@ class PersonSearchEvaluator(DatasetEvaluator):
             pids = {k: a["pids"] for k, a in annotations.items()}
             missing_dets = [k for k in gt if k not in dets]
             if missing_dets:
-                raise KeyError(f"{len(missing_dets)} annotated gallery images have no predictions, e.g. {missing_dets[:5]}")
+                raise KeyError(
+                    f"{len(missing_dets)} annotated gallery images have no predictions, "
+                    f"e.g. {missing_dets[:5]}"
+                )
             d = {k: dets[k][0] for k in gt}
             kw_det = dict(iou_thresh=self.detection_iou, det_thresh=self.det_thresh, gt_pids=pids)
             full = detection_recall_ap(gt, d, **kw_det)
             lab = detection_recall_ap(gt, d, labeled_only=True, **kw_det)
             results["detection"] = {
-                "recall": 100 * full["recall"], "AP": 100 * full["AP"],
-                "recall_labeled": 100 * lab["recall"], "AP_labeled": 100 * lab["AP"],
-            }  # fmt: skip
+                "recall": 100 * full["recall"],
+                "AP": 100 * full["AP"],
+                "recall_labeled": 100 * lab["recall"],
+                "AP_labeled": 100 * lab["AP"],
+            }
         if self.gallery_curve:
             curve = search_gallery_curve(qfeats, qimgs, gallery, self.gallery_curve, **kw)
             results["search_gallery_curve"] = {n: 100 * v for n, v in curve.items()}
         logger.info(
             "Person search (%s, %s, gallery %s, det_thresh %.2f, rcp %s): %s",
-            self.protocol, self.dataset_name, self.gallery_size if self.protocol == "cuhk_sysu" else "all",
-            self.det_thresh, self.rcp, results,
-        )  # fmt: skip
+            self.protocol,
+            self.dataset_name,
+            self.gallery_size if self.protocol == "cuhk_sysu" else "all",
+            self.det_thresh,
+            self.rcp,
+            results,
+        )
         if self.output_dir:
             self._dump(res["records"], results)
         return results
@@ -389,10 +483,14 @@ class PersonSearchEvaluator(DatasetEvaluator):
         os.makedirs(self.output_dir, exist_ok=True)
         path = os.path.join(self.output_dir, f"search_results_{self.protocol}.json")
         settings = {
-            "dataset": self.dataset_name, "query_dataset": self.query_dataset_name,
-            "protocol": self.protocol, "gallery_size": self.gallery_size,
-            "det_thresh": self.det_thresh, "rcp": self.rcp, "cross_camera": self.cross_camera,
-        }  # fmt: skip
+            "dataset": self.dataset_name,
+            "query_dataset": self.query_dataset_name,
+            "protocol": self.protocol,
+            "gallery_size": self.gallery_size,
+            "det_thresh": self.det_thresh,
+            "rcp": self.rcp,
+            "cross_camera": self.cross_camera,
+        }
         with open(path, "w") as f:
             json.dump({"settings": settings, "results": results, "queries": records}, f)
         logger.info("Per-query person-search results written to %s", path)

@@ -228,7 +228,9 @@ class _RankAccumulator:
                 "camera ids are right."
             )
         if num_valid < nq:
-            logger.info("%d of %d queries have no true match in the gallery: skipped", nq - num_valid, nq)
+            logger.info(
+                "%d of %d queries have no true match in the gallery: skipped", nq - num_valid, nq
+            )
         first = cat["first_rank"][valid]
         hist = np.bincount(np.minimum(first, self.max_rank), minlength=self.max_rank + 1)
         cmc = np.cumsum(hist[: self.max_rank]) / num_valid
@@ -276,9 +278,10 @@ def evaluate_rank(
             stable sort; other dtypes use ``np.argsort(kind="stable")``.
         q_pids, g_pids, q_camids, g_camids: integer labels, ``(N_q,)`` / ``(N_g,)``.
         max_rank: length of the CMC curve (padded with its last value past the gallery size).
-        chunk_size: queries ranked together (memory ~ ``chunk_size * N_g * 20`` bytes at most;
-            further split internally into blocks of ~4M entries). ``None`` = automatic.
-            Results never depend on it.
+        chunk_size: queries handed to the ranker at a time (``None`` = all at once). The
+            ranker itself works on blocks of at most ~4M distance entries (~100 MB of
+            temporaries per thread), so memory does not grow with it; results never depend
+            on it.
         topk: if > 0, also return the first ``topk`` *remaining* gallery samples of every query
             (after same-pid/same-camera and junk removal): ``topk_indices`` (gallery indices,
             ``-1`` padded) and ``topk_distances`` (``NaN`` padded), shape ``(N_q, topk)``.
@@ -379,7 +382,9 @@ def evaluate_features(
         dist_fn = lambda qc_: pairwise_fn(qc_, g)  # noqa: E731
     acc = _RankAccumulator(qp, gp, qc, gc, max_rank, topk, num_threads)
     try:
-        for s in tqdm(range(0, nq, chunk_size), desc="distance+rank", disable=not progress, leave=False):
+        for s in tqdm(
+            range(0, nq, chunk_size), desc="distance+rank", disable=not progress, leave=False
+        ):
             q_chunk = q[s : s + chunk_size].to(device)
             with torch.no_grad():
                 d = _to_numpy(dist_fn(q_chunk))

@@ -64,6 +64,11 @@ class ReIDEvaluator(DatasetEvaluator):
         output_dir: folder for the JSON dump; ``None`` = no dump.
         topk_dump: gallery samples per query in the dump.
         device: device used for the distance computation (default CPU).
+        faiss_topk: > 0 = rank with a faiss index (:mod:`~reid_plugins.evaluation.faiss_index`)
+            retrieving ``faiss_topk`` gallery samples per query instead of the dense ranking;
+            mAP/mINP/CMC are then computed over that top-K list (true matches beyond K count as
+            missed); K >= gallery size gives the dense result. 0 (default) = dense.
+        faiss_options: ``FaissGalleryIndex`` options (``index_type``, ``nlist``, ``nprobe``).
     """
 
     def __init__(
@@ -81,6 +86,8 @@ class ReIDEvaluator(DatasetEvaluator):
         output_dir: Optional[str] = None,
         topk_dump: int = 10,
         device: Optional[str] = None,
+        faiss_topk: int = 0,  # faiss (TEST.FAISS)
+        faiss_options: Optional[Dict[str, Any]] = None,  # faiss (TEST.FAISS)
     ) -> None:
         if metric not in ("cosine", "euclidean"):
             raise ValueError(
@@ -103,6 +110,15 @@ class ReIDEvaluator(DatasetEvaluator):
         self.output_dir = output_dir
         self.topk_dump = int(topk_dump)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        # --- faiss top-K ranking (TEST.FAISS), see reid_plugins/evaluation/faiss_index.py
+        self.faiss_topk = int(faiss_topk)
+        self.faiss_options = dict(faiss_options or {})
+        if self.faiss_topk > 0 and (self.rerank or pairwise_fn is not None):
+            raise ValueError(
+                f"ReIDEvaluator('{dataset_name}'): TEST.FAISS.ENABLED cannot be combined with "
+                "TEST.RERANK.ENABLED or a model-provided distance (pairwise_fn); disable one"
+            )
+        # --- end faiss
         self.reset()
 
     @classmethod
@@ -130,6 +146,10 @@ class ReIDEvaluator(DatasetEvaluator):
             output_dir=output_dir,
             topk_dump=t.TOPK_DUMP,
             device=_resolve_device(cfg.MODEL.DEVICE),
+            faiss_topk=t.FAISS.TOPK if t.FAISS.ENABLED else 0,  # faiss (TEST.FAISS)
+            faiss_options=dict(
+                index_type=t.FAISS.INDEX, nlist=t.FAISS.NLIST, nprobe=t.FAISS.NPROBE
+            ),
         )
 
     def reset(self) -> None:
@@ -206,6 +226,12 @@ class ReIDEvaluator(DatasetEvaluator):
         for s in range(0, q.shape[0], self.chunk_size):
             d = fn(q[s : s + self.chunk_size].to(self.device))
             d = d.detach().cpu().numpy() if isinstance(d, torch.Tensor) else np.asarray(d)
+            expected = (min(self.chunk_size, q.shape[0] - s), g.shape[0])
+            if d.shape != expected:
+                raise ValueError(
+                    f"the distance function returned shape {d.shape} for a chunk; expected "
+                    f"{expected}"
+                )
             out[s : s + self.chunk_size] = d
         return out
 
@@ -233,14 +259,18 @@ class ReIDEvaluator(DatasetEvaluator):
         topk = self.topk_dump if self.output_dir else 0
         logger.info(
             "ReID evaluation on '%s': %d queries, %d gallery samples%s",
-            self.dataset_name, nq, ng, " (re-ranking)" if self.rerank else "",
+            self.dataset_name,
+            nq,
+            ng,
+            " (re-ranking)" if self.rerank else "",
         )
         try:
             if self.rerank:
                 if nq + ng > 30000:
                     logger.warning(
                         "Re-ranking %d samples needs ~%.1f GB for the distance matrices",
-                        nq + ng, 4 * (nq + ng) ** 2 / 1e9,
+                        nq + ng,
+                        4 * (nq + ng) ** 2 / 1e9,
                     )
                 dist = re_ranking(
                     self._full_distance(q, g),
@@ -251,10 +281,38 @@ class ReIDEvaluator(DatasetEvaluator):
                     lambda_value=self.rerank_lambda,
                 )
                 res = evaluate_rank(dist, qp, gp, qc, gc, self.max_rank, topk=topk)
+            elif self.faiss_topk > 0:  # faiss top-K ranking (TEST.FAISS)
+                from .faiss_index import evaluate_features_faiss
+
+                res = evaluate_features_faiss(
+                    q,
+                    g,
+                    qp,
+                    gp,
+                    qc,
+                    gc,
+                    self.metric,
+                    self.max_rank,
+                    list_length=self.faiss_topk,
+                    topk=topk,
+                    chunk_size=self.chunk_size,
+                    progress=nq > self.chunk_size,
+                    **self.faiss_options,
+                )
             else:
                 res = evaluate_features(
-                    q, g, qp, gp, qc, gc, self.metric, self.max_rank, self.chunk_size,
-                    pairwise_fn=self.pairwise_fn, device=self.device, topk=topk,
+                    q,
+                    g,
+                    qp,
+                    gp,
+                    qc,
+                    gc,
+                    self.metric,
+                    self.max_rank,
+                    self.chunk_size,
+                    pairwise_fn=self.pairwise_fn,
+                    device=self.device,
+                    topk=topk,
                     progress=nq > self.chunk_size,
                 )
         except ValueError as e:
@@ -270,11 +328,19 @@ class ReIDEvaluator(DatasetEvaluator):
             "'%s': %s (%d valid queries, %d skipped without a true match)",
             self.dataset_name,
             ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()),
-            res["num_valid_queries"], res["num_skipped_queries"],
+            res["num_valid_queries"],
+            res["num_skipped_queries"],
         )
         if self.output_dir:
-            self._dump(res, metrics, np.flatnonzero(is_query), np.flatnonzero(~is_query),
-                       pids, camids, files)
+            self._dump(
+                res,
+                metrics,
+                np.flatnonzero(is_query),
+                np.flatnonzero(~is_query),
+                pids,
+                camids,
+                files,
+            )
         return {"reid": metrics}
 
     def _dump(self, res, metrics, q_idx, g_idx, pids, camids, files) -> str:
@@ -305,6 +371,7 @@ class ReIDEvaluator(DatasetEvaluator):
             "metric": "pairwise_fn" if self.pairwise_fn is not None else self.metric,
             "rerank": self.rerank,
             "topk": self.topk_dump,
+            "faiss_topk": self.faiss_topk or None,  # faiss: metrics over top-K lists
             "metrics_percent": metrics,
             "queries": queries,
         }

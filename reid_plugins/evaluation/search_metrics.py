@@ -33,10 +33,16 @@ Protocol decisions (see ``/work/shared/specs/evaluation.md``):
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from tqdm import tqdm
+
+try:  # small per-query BLAS calls are much faster single-threaded (no thread wake-ups)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - optional
+    threadpool_limits = None
 
 __all__ = [
     "iou_threshold",
@@ -236,7 +242,7 @@ class SearchGallery:
                 raise ValueError(
                     f"gallery_dets['{name}'] feats must be ({dets.shape[0]}, D), got {f.shape}"
                 )
-            if f.shape[0]:
+            if f.shape[1]:  # also (0, D): keeps D when no image has a detection
                 if dim is not None and f.shape[1] != dim:
                     raise ValueError(f"gallery_dets['{name}'] feature dim {f.shape[1]} != {dim}")
                 dim = f.shape[1]
@@ -296,6 +302,39 @@ def _topn_stable(y: np.ndarray, n: int) -> np.ndarray:
     return cand[np.argsort(-y[cand], kind="stable")][:n]
 
 
+def _rcp_inplace(y: np.ndarray, ctx: np.ndarray, cnt: np.ndarray, b: float, lam: float) -> None:
+    """Eq. 6-8 on every image segment of ``y`` (segments of ``cnt`` > 0 detections, in order):
+    the candidate (first argmax of ``y``) becomes ``S_I * (1 + lam * sum_i best_i [best_i >= b])``
+    where ``best_i`` is context person i's best similarity in the image (``ctx (N, n)``)."""
+    seg = np.r_[0, np.cumsum(cnt)[:-1]]
+    seg_id = np.repeat(np.arange(cnt.size), cnt)
+    is_max = np.flatnonzero(y == np.maximum.reduceat(y, seg)[seg_id])
+    cand = is_max[np.r_[True, np.diff(seg_id[is_max]) != 0]]
+    best = np.maximum.reduceat(ctx, seg, axis=1).astype(np.float64)
+    weight = np.where(best >= b, best, 0.0).sum(axis=0)
+    y[cand] = y[cand] * (1.0 + lam * weight)
+
+
+def _positives(gallery: SearchGallery, plan: _Plan, idx: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Local positions (into ``idx``/``y``) of the positive of each gt image: among the
+    detections passing the IoU rule, the highest ``y`` (first on ties)."""
+    n_gt = plan.pos_images.size
+    if n_gt == 0 or y.size == 0:
+        return np.zeros(0, np.int64)
+    pcnt = gallery.counts[plan.pos_images]
+    gidx = _expand(gallery.starts[plan.pos_images], pcnt)
+    owner = np.repeat(np.arange(n_gt), pcnt)
+    gt = plan.pos_boxes[owner]
+    thr = iou_threshold(gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1])
+    ok = _iou_rows(gallery.boxes[gidx], gt) >= thr
+    local = np.searchsorted(idx, gidx[ok])  # idx is sorted
+    own = owner[ok]
+    order = np.lexsort((local, -y[local], own))
+    if order.size == 0:
+        return np.zeros(0, np.int64)
+    return local[order][np.r_[True, np.diff(own[order]) != 0]]
+
+
 def _search(
     gallery: SearchGallery,
     query_feats,
@@ -334,77 +373,60 @@ def _search(
         qs = range(c0, min(nq, c0 + chunk_size))
         plans = [plan_fn(q) for q in qs]
         det_idx = [_expand(gallery.starts[p.images], gallery.counts[p.images]) for p in plans]
-        # dense: one matmul against every gallery detection; sparse: gather per query
+        # dense: one matmul of the chunk against every gallery detection; sparse: per query,
+        # gather the query's detections (small products, run single-threaded)
         dense = T > 0 and sum(d.size for d in det_idx) > 0.25 * len(plans) * T
         if dense:
             sims = q_all[c0 : c0 + len(plans)] @ gallery.feats.T
             if rcp is not None:
                 ctx_rows = np.cumsum([0] + [contexts[q].shape[0] for q in qs])
                 ctx_all = np.concatenate([contexts[q] for q in qs]) @ gallery.feats.T
-        for i, q in enumerate(qs):
-            plan, idx = plans[i], det_idx[i]
-            if dense:
-                s = sims[i, idx]
-            else:
-                f = gallery.feats[idx]
-                s = f @ q_all[q]
-            y = s.astype(np.float64)
-            cnt = gallery.counts[plan.images]
-            cnt = cnt[cnt > 0]
-            if rcp is not None and y.size and contexts[q].shape[0]:
-                seg = np.r_[0, np.cumsum(cnt)[:-1]]
-                ctx = ctx_all[ctx_rows[i] : ctx_rows[i + 1]][:, idx] if dense else contexts[q] @ f.T
-                seg_id = np.repeat(np.arange(cnt.size), cnt)
-                is_max = np.flatnonzero(y == np.maximum.reduceat(y, seg)[seg_id])
-                cand = is_max[np.r_[True, np.diff(seg_id[is_max]) != 0]]
-                best = np.maximum.reduceat(ctx, seg, axis=1).astype(np.float64)
-                weight = np.where(best >= b, best, 0.0).sum(axis=0)
-                y[cand] = y[cand] * (1.0 + lam * weight)
-            # positives: highest-ranked detection per gt image passing the IoU rule
-            n_gt = plan.pos_images.size
-            pos = np.zeros(0, np.int64)
-            if n_gt and y.size:
-                pcnt = gallery.counts[plan.pos_images]
-                gidx = _expand(gallery.starts[plan.pos_images], pcnt)
-                owner = np.repeat(np.arange(n_gt), pcnt)
-                gt = plan.pos_boxes[owner]
-                thr = iou_threshold(gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1])
-                ok = _iou_rows(gallery.boxes[gidx], gt) >= thr
-                local = np.searchsorted(idx, gidx[ok])
-                own = owner[ok]
-                order = np.lexsort((local, -y[local], own))
-                first = np.r_[True, np.diff(own[order]) != 0] if order.size else order
-                pos = local[order][first]
-            if pos.size:
-                ps = y[pos]
-                aps[q] = _ap_of_positives(ps, y) * pos.size / n_gt
-                top = ps.max()
-                p_best = pos[ps == top].min()
-                rank = np.count_nonzero(y > top) + np.count_nonzero(y[:p_best] == top)
-                hits[q] = rank < np.asarray(topk)
-            rec = {
-                "query_index": q,
-                "query_image_id": query_image_ids[q],
-                "ap": float(aps[q]),
-                "num_gt": int(n_gt),
-                "num_found": int(pos.size),
-                "recall_rate": float(pos.size / n_gt) if n_gt else 0.0,
-                **{f"top-{k}": bool(h) for k, h in zip(topk, hits[q])},
-            }
-            if query_ids is not None:
-                rec["query_id"] = query_ids[q]
-            if record_topn > 0:
-                pos_set = set(pos.tolist())
-                rec["top"] = [
-                    {
-                        "image_id": gallery.image_ids[gallery.det_image[idx[p]]],
-                        "box": gallery.boxes[idx[p]].tolist(),
-                        "score": float(y[p]),
-                        "correct": p in pos_set,
-                    }
-                    for p in _topn_stable(y, record_topn)
-                ]
-            records.append(rec)
+        single = threadpool_limits is not None and not dense
+        with threadpool_limits(limits=1, user_api="blas") if single else nullcontext():
+            for i, q in enumerate(qs):
+                plan, idx = plans[i], det_idx[i]
+                f = None if dense else gallery.feats[idx]
+                y = (sims[i, idx] if dense else f @ q_all[q]).astype(np.float64)
+                if rcp is not None and y.size and contexts[q].shape[0]:
+                    ctx = (
+                        ctx_all[ctx_rows[i] : ctx_rows[i + 1]][:, idx]
+                        if dense
+                        else (f @ contexts[q].T).T
+                    )
+                    cnt = gallery.counts[plan.images]
+                    _rcp_inplace(y, ctx, cnt[cnt > 0], b, lam)
+                pos = _positives(gallery, plan, idx, y)
+                n_gt = plan.pos_images.size
+                if pos.size:
+                    ps = y[pos]
+                    aps[q] = _ap_of_positives(ps, y) * pos.size / n_gt
+                    top = ps.max()
+                    p_best = pos[ps == top].min()
+                    rank = np.count_nonzero(y > top) + np.count_nonzero(y[:p_best] == top)
+                    hits[q] = rank < np.asarray(topk)
+                rec = {
+                    "query_index": q,
+                    "query_image_id": query_image_ids[q],
+                    "ap": float(aps[q]),
+                    "num_gt": int(n_gt),
+                    "num_found": int(pos.size),
+                    "recall_rate": float(pos.size / n_gt) if n_gt else 0.0,
+                    **{f"top-{k}": bool(h) for k, h in zip(topk, hits[q])},
+                }
+                if query_ids is not None:
+                    rec["query_id"] = query_ids[q]
+                if record_topn > 0:
+                    pos_set = set(pos.tolist())
+                    rec["top"] = [
+                        {
+                            "image_id": gallery.image_ids[gallery.det_image[idx[p]]],
+                            "box": gallery.boxes[idx[p]].tolist(),
+                            "score": float(y[p]),
+                            "correct": p in pos_set,
+                        }
+                        for p in _topn_stable(y, record_topn)
+                    ]
+                records.append(rec)
         bar.update(len(plans))
     bar.close()
     out = {"mAP": float(aps.mean()) if nq else 0.0}
@@ -426,7 +448,7 @@ def search_cuhk_sysu(
     query_feats,
     query_image_ids: Sequence[str],
     gallery_dets,
-    protocol: Sequence[Sequence[GalleryEntry]],
+    protocol: Sequence[Union[Sequence[GalleryEntry], Mapping]],
     *,
     det_thresh: float = 0.5,
     topk: Sequence[int] = (1, 5, 10),
@@ -445,8 +467,10 @@ def search_cuhk_sysu(
         query_image_ids: the image of each query (never part of its own gallery).
         gallery_dets: ``{image_id: (dets (N,5) x1,y1,x2,y2,score, feats (N,D))}`` or a
             prebuilt :class:`SearchGallery` (then ``det_thresh`` is the one it was built with).
-        protocol: per query, the ``TestG<N>`` list of ``(gallery image_id, gt box x1y1x2y2 or
-            None)``; the query appears in the images with a box.
+        protocol: per query, the ``TestG<N>`` gallery, either a list of ``(gallery image_id,
+            gt box x1y1x2y2 or None)`` (the query appears in the images with a box) or a dict
+            ``{"gallery_image_ids": [...], "gallery_gt": {image_id: box x1y1x2y2}}`` (the
+            format of ``load_cuhk_sysu_protocol``).
         det_thresh: detections with ``score >= det_thresh`` are kept.
         topk: ranks reported as ``top-k``.
         full_set: gallery = every image of ``gallery_dets`` except the query's own; positives
@@ -462,28 +486,50 @@ def search_cuhk_sysu(
     gallery = gallery_dets if isinstance(gallery_dets, SearchGallery) else None
     gallery = gallery or SearchGallery(gallery_dets, det_thresh)
     if len(protocol) != len(query_image_ids):
-        raise ValueError(f"protocol has {len(protocol)} queries, query_image_ids {len(query_image_ids)}")
+        raise ValueError(
+            f"protocol has {len(protocol)} queries, query_image_ids {len(query_image_ids)}"
+        )
     all_images = np.arange(len(gallery))
 
     def plan(q: int) -> _Plan:
         what = f"CUHK-SYSU protocol of query {q} ('{query_image_ids[q]}')"
-        entries = [e for e in protocol[q] if e[0] != query_image_ids[q]]
-        pos_entries = [e for e in entries if e[1] is not None and np.size(e[1])]
+        own_name = query_image_ids[q]
+        p = protocol[q]
+        if isinstance(p, Mapping):  # {"gallery_image_ids": [...], "gallery_gt": {id: box}}
+            try:
+                names, gt = p["gallery_image_ids"], p.get("gallery_gt") or {}
+            except KeyError as e:
+                raise KeyError(f"{what}: a dict entry needs 'gallery_image_ids'") from e
+            pos_entries = [(n, b) for n, b in gt.items() if n != own_name]
+        else:  # [(image_id, box or None), ...]
+            pos_entries = [e for e in p if e[1] is not None and np.size(e[1]) and e[0] != own_name]
+            names = None if full_set else [e[0] for e in p]
         pos_images = gallery.indices([e[0] for e in pos_entries], what)
         if full_set:
-            own = gallery.index.get(query_image_ids[q], -1)
+            own = gallery.index.get(own_name, -1)
             images = all_images[all_images != own]
         else:
-            images = np.sort(gallery.indices([e[0] for e in entries], what))
+            images = np.sort(gallery.indices([n for n in names if n != own_name], what))
             if images.size > 1 and np.any(images[1:] == images[:-1]):
                 raise ValueError(f"{what}: an image is listed twice")
+            at = np.minimum(np.searchsorted(images, pos_images), max(images.size - 1, 0))
+            if pos_images.size and (images.size == 0 or np.any(images[at] != pos_images)):
+                raise ValueError(f"{what}: a gt image is not in the gallery list")
         return _Plan(images, pos_images, _boxes_of(pos_entries, what))
 
     return _search(
-        gallery, query_feats, plan, query_image_ids=query_image_ids, topk=topk, rcp=rcp,
-        contexts=query_context_feats, query_ids=query_ids, record_topn=record_topn,
-        chunk_size=chunk_size, progress=progress,
-    )  # fmt: skip
+        gallery,
+        query_feats,
+        plan,
+        query_image_ids=query_image_ids,
+        topk=topk,
+        rcp=rcp,
+        contexts=query_context_feats,
+        query_ids=query_ids,
+        record_topn=record_topn,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
 
 
 def search_gallery_curve(
@@ -507,7 +553,9 @@ def search_gallery_curve(
     for size in sorted(protocols):
         if protocols[size] is None:
             continue
-        res = search_cuhk_sysu(query_feats, query_image_ids, gallery_dets, protocols[size], **kwargs)
+        res = search_cuhk_sysu(
+            query_feats, query_image_ids, gallery_dets, protocols[size], **kwargs
+        )
         out[int(size)] = res["mAP"]
     return out
 
@@ -553,18 +601,29 @@ def search_prw(
     ann_idx = gallery.indices(names, "PRW gallery_annotations")
     ann_cam = np.asarray([int(gallery_annotations[n].get("camid", -1)) for n in names])
     wanted = {int(p) for p in query_pids}
+    if any(p < 0 for p in wanted):
+        raise ValueError("search_prw: query pids must be labelled (>= 0)")
     by_pid: Dict[int, Tuple[List[int], List[np.ndarray]]] = {p: ([], []) for p in wanted}
+    repeated = []
     for n, gi in zip(names, ann_idx):
         ann = gallery_annotations[n]
         pids = np.asarray(ann["pids"]).ravel()
         boxes = np.asarray(ann["boxes"], dtype=np.float64).reshape(-1, 4)
         if pids.size != boxes.shape[0]:
-            raise ValueError(f"gallery_annotations['{n}']: {boxes.shape[0]} boxes, {pids.size} pids")
+            raise ValueError(
+                f"gallery_annotations['{n}']: {boxes.shape[0]} boxes, {pids.size} pids"
+            )
         for p in wanted.intersection(pids.tolist()):
             if np.count_nonzero(pids == p) > 1:
-                logger.warning("PRW frame '%s' has pid %d twice; using the first box", n, p)
+                repeated.append((n, p))
             by_pid[p][0].append(gi)
             by_pid[p][1].append(boxes[np.flatnonzero(pids == p)[0]])
+    if repeated:
+        logger.warning(
+            "PRW: %d frames repeat a query pid (e.g. %s); the first box of each is used",
+            len(repeated),
+            repeated[:3],
+        )
     by_pid_arr = {
         p: (np.asarray(i, np.int64), np.asarray(b, np.float64).reshape(-1, 4))
         for p, (i, b) in by_pid.items()
@@ -587,10 +646,18 @@ def search_prw(
         return _Plan(ann_idx[keep], pos_i[pkeep], pos_b[pkeep])
 
     return _search(
-        gallery, query_feats, plan, query_image_ids=query_image_ids, topk=topk, rcp=rcp,
-        contexts=query_context_feats, query_ids=query_ids, record_topn=record_topn,
-        chunk_size=chunk_size, progress=progress,
-    )  # fmt: skip
+        gallery,
+        query_feats,
+        plan,
+        query_image_ids=query_image_ids,
+        topk=topk,
+        rcp=rcp,
+        contexts=query_context_feats,
+        query_ids=query_ids,
+        record_topn=record_topn,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,7 +690,9 @@ def detection_recall_ap(
     if set(gt_boxes) != set(dets):
         only_gt = sorted(set(gt_boxes) - set(dets))[:5]
         only_det = sorted(set(dets) - set(gt_boxes))[:5]
-        raise KeyError(f"detection_recall_ap: image sets differ (only gt: {only_gt}, only dets: {only_det})")
+        raise KeyError(
+            f"detection_recall_ap: image sets differ (only gt: {only_gt}, only dets: {only_det})"
+        )
     if labeled_only and gt_pids is None:
         raise ValueError("detection_recall_ap(labeled_only=True) needs gt_pids")
     y_true, y_score, n_gt = [], [], 0
@@ -633,7 +702,9 @@ def detection_recall_ap(
         if labeled_only:
             labelled = np.asarray(gt_pids[name]).ravel() >= 0
             if labelled.size != gt.shape[0]:
-                raise ValueError(f"gt_pids['{name}'] has {labelled.size} pids for {gt.shape[0]} boxes")
+                raise ValueError(
+                    f"gt_pids['{name}'] has {labelled.size} pids for {gt.shape[0]} boxes"
+                )
         n_gt += int(labelled.sum())
         d = np.asarray(dets[name], dtype=np.float64).reshape(-1, 5)
         d = d[d[:, 4] >= det_thresh]

@@ -115,7 +115,9 @@ def test_cuhk_layout_read_by_real_parsers(tmp_path):
     assert sum((r["pids"] == UNLABELED_PID).sum() for r in train) >= 10  # ~1-3 per image
     # raw train ids (Train.mat idnames) and test ids are disjoint
     mat = scipy.io.loadmat(os.path.join(out, "annotation", "test", "train_test", "Train.mat"))
-    train_raw = {int(mat_string(mat_field(e, "idname", "t"))[1:]) for e in mat_elements(mat["Train"])}
+    train_raw = {
+        int(mat_string(mat_field(e, "idname", "t"))[1:]) for e in mat_elements(mat["Train"])
+    }
     test_raw = {q["query_pid"] for q in queries}
     assert len(train_raw) == 4 and len(test_raw) == 3 and not train_raw & test_raw
     assert {int(p) for r in gallery for p in r["pids"] if p >= 0} == test_raw
@@ -149,7 +151,9 @@ def test_prw_layout_read_by_real_parsers(tmp_path):
     keys = set()
     for f in os.listdir(os.path.join(out, "annotations")):
         if f.endswith(".mat"):
-            keys |= {k for k in scipy.io.loadmat(os.path.join(out, "annotations", f)) if k[0] != "_"}
+            keys |= {
+                k for k in scipy.io.loadmat(os.path.join(out, "annotations", f)) if k[0] != "_"
+            }
     assert keys == {"box_new", "anno_file", "anno_previous"}  # fallback exercised
 
 

@@ -188,9 +188,11 @@ def test_errors_are_clear():
 def test_compute_distance_values():
     rng = np.random.default_rng(0)
     q, g = rng.normal(size=(4, 6)), rng.normal(size=(5, 6))
-    cos = 1 - (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
-        g / np.linalg.norm(g, axis=1, keepdims=True)
-    ).T
+    cos = (
+        1
+        - (q / np.linalg.norm(q, axis=1, keepdims=True))
+        @ (g / np.linalg.norm(g, axis=1, keepdims=True)).T
+    )
     np.testing.assert_allclose(compute_distance(q, g, "cosine").numpy(), cos, atol=1e-6)
     sq = ((q[:, None] - g[None]) ** 2).sum(-1)
     np.testing.assert_allclose(compute_distance(q, g, "euclidean").numpy(), sq, rtol=1e-5)
@@ -209,8 +211,13 @@ def _features(seed=0, nq=40, ng=120, dim=16, nid=10):
     qp, gp = rng.integers(0, nid, nq), rng.integers(0, nid, ng)
     q = centers[qp] + rng.normal(size=(nq, dim))
     g = centers[gp] + rng.normal(size=(ng, dim))
-    return q.astype(np.float32), g.astype(np.float32), qp, gp, rng.integers(0, 3, nq), np.full(
-        ng, 5
+    return (
+        q.astype(np.float32),
+        g.astype(np.float32),
+        qp,
+        gp,
+        rng.integers(0, 3, nq),
+        np.full(ng, 5),
     )
 
 

@@ -59,7 +59,10 @@ def _two_batches():
 
 def test_end_to_end_hand_computed(tmp_path):
     ev = ReIDEvaluator(
-        dataset_name="toy_test", metric="euclidean", max_rank=10, output_dir=str(tmp_path),
+        dataset_name="toy_test",
+        metric="euclidean",
+        max_rank=10,
+        output_dir=str(tmp_path),
         topk_dump=3,
     )
     res = _run(ev, _two_batches())["reid"]
@@ -184,7 +187,11 @@ def test_from_config():
     cfg.MODEL.DEVICE = "cpu"
     ev = ReIDEvaluator.from_config(cfg, "toy_test", output_dir="/tmp/x")
     assert (ev.metric, ev.max_rank, ev.chunk_size, ev.rerank, ev.rerank_k1) == (
-        "euclidean", 20, 8, True, 7,
+        "euclidean",
+        20,
+        8,
+        True,
+        7,
     )
     assert ev.output_dir == "/tmp/x" and ev.topk_dump == cfg.TEST.TOPK_DUMP
     cfg.TEST.METRIC = "hamming"
@@ -215,7 +222,10 @@ class _LeftRightModel(nn.Module):
 def test_flip_wrapper_averages_flipped_features_without_touching_inputs():
     img = torch.zeros(3, 8, 4)
     img[..., :2], img[..., 2:] = 1.0, 3.0
-    inputs = [{"image": img, "file_name": "a.jpg"}, {"image": torch.ones(3, 8, 4), "file_name": "b"}]
+    inputs = [
+        {"image": img, "file_name": "a.jpg"},
+        {"image": torch.ones(3, 8, 4), "file_name": "b"},
+    ]
     before = img.clone()
     model = _LeftRightModel()
     wrapper = FlipTestWrapper(model=model).eval()

@@ -40,7 +40,10 @@ def _dense_reference(qg, qq, gg, k1, k2, lam):
         v = np.stack([v[nbrs(x, k2)].mean(axis=0) for x in range(n)])
     jac = np.array(
         [
-            [1 - np.minimum(v[p], v[nq + g]).sum() / np.maximum(v[p], v[nq + g]).sum() for g in range(ng)]
+            [
+                1 - np.minimum(v[p], v[nq + g]).sum() / np.maximum(v[p], v[nq + g]).sum()
+                for g in range(ng)
+            ]
             for p in range(nq)
         ]
     )

@@ -21,7 +21,7 @@ D = 8
 Q = np.eye(D)[0]  # the query feature
 
 
-def vec(c, j=1, other=None):
+def vec(c, j=1):
     """Unit vector with cosine ``c`` to the query (e0); the rest on axis ``j``."""
     v = np.zeros(D)
     v[0] = c
@@ -51,7 +51,9 @@ def run(gallery, protocol, **kw):
 def test_iou_threshold_rule():
     assert iou_threshold(10, 20) == pytest.approx(200 / (20 * 30))  # 0.333 for small boxes
     assert iou_threshold(100, 200) == 0.5  # 20000 / (110 * 210) = 0.87 -> capped at 0.5
-    np.testing.assert_allclose(iou_threshold(np.array([10, 100]), np.array([20, 200])), [1 / 3, 0.5])
+    np.testing.assert_allclose(
+        iou_threshold(np.array([10, 100]), np.array([20, 200])), [1 / 3, 0.5]
+    )
 
 
 def test_small_gt_matched_with_relaxed_iou():
@@ -64,12 +66,12 @@ def test_small_gt_matched_with_relaxed_iou():
     assert run(gallery, [("a.jpg", [0, 0, 10, 20])])["mAP"] == 0.0
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_average_precision_matches_sklearn_with_ties(seed):
+@pytest.mark.parametrize("seed,n", [(0, 20), (1, 60), (2, 200)])  # both counting branches
+def test_average_precision_matches_sklearn_with_ties(seed, n):
     sk = pytest.importorskip("sklearn.metrics")
     rng = np.random.default_rng(seed)
-    y = rng.random(60) < 0.3
-    s = np.round(rng.random(60), 1)  # many ties
+    y = rng.random(n) < 0.3
+    s = np.round(rng.random(n), 1)  # many ties
     assert average_precision(y, s) == pytest.approx(sk.average_precision_score(y, s))
     assert _ap_of_positives(s[y], s) == pytest.approx(average_precision(y, s))
 
@@ -160,6 +162,24 @@ def test_full_set_adds_all_other_images_as_negatives():
     assert run(gallery, [("a.jpg", GT)], full_set=True)["mAP"] == pytest.approx(0.5)
 
 
+def test_dict_protocol_format_equals_pair_list():
+    gallery = {
+        "a.jpg": img((GT, 0.9, vec(0.6))),
+        "b.jpg": img((GT, 0.9, vec(0.7, 2))),
+        "c.jpg": img((GT, 0.9, vec(0.65, 3))),
+    }
+    pairs = [("a.jpg", GT), ("b.jpg", None), ("c.jpg", GT)]
+    as_dict = {
+        "gallery_image_ids": ["a.jpg", "b.jpg", "c.jpg"],
+        "gallery_gt": {"a.jpg": GT, "c.jpg": GT},
+    }
+    ref = run(gallery, pairs)["mAP"]
+    assert ref == pytest.approx((1 / 2 + 2 / 3) / 2)  # 0.7-, 0.65+, 0.6+
+    assert run(gallery, as_dict)["mAP"] == pytest.approx(ref)
+    with pytest.raises(ValueError, match="not in the gallery list"):
+        run(gallery, {"gallery_image_ids": ["b.jpg"], "gallery_gt": {"a.jpg": GT}})
+
+
 def test_bad_inputs_raise_clear_errors():
     gallery = {"a.jpg": img((GT, 0.9, vec(0.6)))}
     with pytest.raises(KeyError, match="no predictions"):
@@ -176,7 +196,10 @@ def test_gallery_curve_runs_each_existing_size():
         "b.jpg": img((GT, 0.9, vec(0.7, 2))),
     }
     curve = search_gallery_curve(
-        Q[None], ["q.jpg"], gallery, {50: [[("a.jpg", GT)]], 100: None, 500: [[("a.jpg", GT), ("b.jpg", None)]]}
+        Q[None],
+        ["q.jpg"],
+        gallery,
+        {50: [[("a.jpg", GT)]], 100: None, 500: [[("a.jpg", GT), ("b.jpg", None)]]},
     )
     assert curve == {50: pytest.approx(1.0), 500: pytest.approx(0.5)}
 
@@ -243,7 +266,9 @@ def test_rcp_equations():
     assert r.s_context == pytest.approx(0.8 * 0.5)  # only q1 passes b
     assert r.score == pytest.approx(0.8 + 0.2 * 0.4)
     assert rcp_rescore(Q, np.stack([q1, q2]), gal, b=0.6).score == pytest.approx(0.8)
-    assert rcp_rescore(Q, np.stack([q1, q2]), gal, b=0.2, lam=0.5).s_context == pytest.approx(0.8 * 0.75)
+    assert rcp_rescore(Q, np.stack([q1, q2]), gal, b=0.2, lam=0.5).s_context == pytest.approx(
+        0.8 * 0.75
+    )
     assert rcp_rescore(Q, np.zeros((0, D)), gal).score == pytest.approx(0.8)
     with pytest.raises(ValueError, match="b must be >= 0"):
         rcp_rescore(Q, q1[None], gal, b=-0.1)
@@ -350,5 +375,7 @@ def test_vectorised_search_equals_naive_reference(n_gal, with_rcp):
     assert res["mAP"] == pytest.approx(ref_map, abs=1e-6)
     np.testing.assert_allclose([res["top-1"], res["top-5"], res["top-10"]], ref_hits)
     # a prebuilt SearchGallery gives the same result
-    again = search_cuhk_sysu(qf, qimgs, SearchGallery(gallery, 0.5), lists, rcp=rcp, query_context_feats=ctxs)
+    again = search_cuhk_sysu(
+        qf, qimgs, SearchGallery(gallery, 0.5), lists, rcp=rcp, query_context_feats=ctxs
+    )
     assert again["mAP"] == pytest.approx(res["mAP"], abs=1e-9)

@@ -4,8 +4,6 @@ from . import cuhk_sysu  # noqa: F401  (person search: cuhk_sysu_*, synthetic_cu
 from . import prw  # noqa: F401  (person search: prw_*, synthetic_prw_*)
 from . import common  # noqa: F401  (combine_sources, domain_pid_counts, stats helpers)
 from . import market1501, dukemtmc, cuhk03, msmt17, cuhk_sysu_reid  # noqa: F401  (ReID loaders)
-from . import builtin  # noqa: F401  (registers market1501_*, dukemtmc_*, cuhk03*, msmt17_*,
-
-#                                   cuhk_sysu_reid_train, synthetic_reid_<domain>_*)
+from . import builtin  # noqa: F401  (registers the ReID names: see builtin.py)
 from .common import combine_sources, domain_pid_counts  # noqa: F401
 from .market1501 import register_market_style  # noqa: F401

@@ -15,6 +15,7 @@ combined_train}``, ``msmt17_{v1,v2}_{train,test,combined_train}``, ``cuhk_sysu_r
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, List, Sequence, Tuple
 
@@ -27,6 +28,8 @@ from .market1501 import MARKET1501_DIR, load_market_style, register_market_style
 from .msmt17 import msmt17_loader
 
 __all__ = ["register_all_reid", "register_synthetic_reid"]
+
+logger = logging.getLogger(__name__)
 
 Loaded = Tuple[List[Dict[str, Any]], Dict[str, Any]]
 
@@ -60,6 +63,12 @@ def _cuhk03_np_loader(subset: str, split: str, name: str):
 def _synthetic_loader(domain: str, split: str, name: str):
     def load(root: str) -> Loaded:
         data_dir = os.path.join(root, "synthetic_reid", domain)
+        if not os.path.exists(data_dir):
+            # Built-in benchmark: generate it (deterministic, cached) on first use.
+            from ..synthetic_reid import generate_synthetic_reid
+
+            logger.info("Synthetic ReID data not found under %s: generating it", root)
+            generate_synthetic_reid(root)
         require_path(
             data_dir,
             f"Synthetic ReID domain '{domain}'",

@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .common import relabel_train, require_path
+from .common import combine_splits, relabel_train, require_path
 from .market1501 import load_market_style
 
 __all__ = [
@@ -64,7 +64,7 @@ def _image_name(pair: int, person: int, view: int, index: int) -> str:
 def _iter_mat(mat_path: str, subsets) -> Tuple[Iterator, List[np.ndarray]]:
     """Open ``cuhk-03.mat``; returns (iterator over (subset, pair, person, img_idx, HxWx3 RGB),
     test splits as (K, 2) int arrays). HDF5 (v7.3) needs h5py; v5 files use scipy."""
-    import h5py  # noqa: F401  (checked below)
+    import h5py
 
     f = h5py.File(mat_path, "r")
 
@@ -337,8 +337,6 @@ def load_cuhk03_np(
     else:
         layout = f".mat config {os.path.abspath(path)} + {EXTRACTED}/{subset}"
         if split == "combined":
-            from .common import combine_splits
-
             train = _load_np_mat(root, path, subset, "train", name)
             test = _load_np_mat(root, path, subset, "test", name)
             recs = combine_splits(train, test, name, distractor_pid=None)

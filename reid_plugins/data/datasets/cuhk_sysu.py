@@ -552,6 +552,7 @@ def load_cuhk_sysu_query(root: str, dataset_name: str = "cuhk_sysu_query") -> Li
     out = []
     for q in queries:
         r = dict(scene[q["imname"]])
+        r["boxes"], r["pids"] = r["boxes"].copy(), r["pids"].copy()
         r["query_box"] = q["box"].astype(np.float32)
         r["query_pid"] = int(q["pid"])
         out.append(r)
@@ -633,8 +634,8 @@ def register_cuhk_sysu(
     """Register ``<prefix>_train``, ``<prefix>_gallery``, ``<prefix>_query`` (lazy loaders;
     ``root_fn()`` is resolved at call time, default ``$REID_DATASETS/cuhk_sysu``). Metadata
     (set on load): num_images, num_boxes, num_labeled_boxes, num_pids, num_cams, root,
-    evaluator_type ``"cuhk_sysu"``, unlabeled_pid; for the query split also num_queries,
-    gallery_sizes and ``load_protocol(gallery_size)``."""
+    evaluator_type and search_protocol ``"cuhk_sysu"``, unlabeled_pid; for the query split
+    also num_queries, gallery_sizes, gallery_dataset and ``load_protocol(gallery_size)``."""
     if root_fn is None:
         root_fn = lambda: os.path.join(dataset_root(), "cuhk_sysu")  # noqa: E731
     names = []
@@ -666,7 +667,9 @@ def register_cuhk_sysu(
             return records
 
         DatasetCatalog.register(name, _fn)
-        MetadataCatalog.get(name).set(evaluator_type="cuhk_sysu", unlabeled_pid=UNLABELED_PID)
+        MetadataCatalog.get(name).set(
+            evaluator_type="cuhk_sysu", search_protocol="cuhk_sysu", unlabeled_pid=UNLABELED_PID
+        )
     return names
 
 

@@ -200,6 +200,7 @@ def load_prw_query(root: str, dataset_name: str = "prw_query") -> List[Dict[str,
     out = []
     for q in queries:
         r = dict(scene[q["frame"] + ".jpg"])
+        r["boxes"], r["pids"] = r["boxes"].copy(), r["pids"].copy()
         r["query_box"] = q["box"]
         r["query_pid"] = q["pid"]
         out.append(r)
@@ -210,8 +211,8 @@ def register_prw(prefix: str = "prw", root_fn: Optional[Callable[[], str]] = Non
     """Register ``<prefix>_train``, ``<prefix>_gallery``, ``<prefix>_query`` (lazy loaders;
     ``root_fn()`` resolved at call time, default ``$REID_DATASETS/prw``). Metadata (set on
     load): num_images, num_boxes, num_labeled_boxes, num_pids, num_cams, root,
-    evaluator_type ``"prw"``, unlabeled_pid; the query split also num_queries and
-    gallery_dataset."""
+    evaluator_type and search_protocol ``"prw"``, unlabeled_pid; the query split also
+    num_queries and gallery_dataset."""
     if root_fn is None:
         root_fn = lambda: os.path.join(dataset_root(), "prw")  # noqa: E731
     names = []
@@ -237,7 +238,9 @@ def register_prw(prefix: str = "prw", root_fn: Optional[Callable[[], str]] = Non
             return records
 
         DatasetCatalog.register(name, _fn)
-        MetadataCatalog.get(name).set(evaluator_type="prw", unlabeled_pid=UNLABELED_PID)
+        MetadataCatalog.get(name).set(
+            evaluator_type="prw", search_protocol="prw", unlabeled_pid=UNLABELED_PID
+        )
     return names
 
 

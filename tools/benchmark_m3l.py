@@ -1,0 +1,191 @@
+#!/usr/bin/env python
+"""Cost of one M3L meta-iteration vs one baseline iteration (same model, batch, machine).
+
+    python tools/benchmark_m3l.py                                  # tiny model, CPU
+    python tools/benchmark_m3l.py --depth 50 --base-width 64 --height 256 --width 128 \\
+        --batch 64 --device cuda                                   # the paper's setting
+
+Both iterations run through :class:`reid_plugins.engine.meta_trainer.MetaStepTrainer` on the
+same :class:`~reid_plugins.modeling.meta_arch.M3L` model and the same fixed batches (one per
+source domain): the baseline is ``META_LEARNING=False`` with the memory updated from the
+iteration's own features (exactly ``ReIDBaseline``'s step); M3L is timed with both memory
+update modes (``forward`` = the authors' extra no-grad forward, ``batch``) and, for
+reference, the first-order approximation. Timed iterations of the variants are interleaved
+so that load drift on a shared machine affects them alike; the median wall-clock (and CPU)
+time per iteration is reported with the ratio to the baseline (target: <= 2.5x).
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per variant (reset in between); on
+CPU each variant runs in a fresh child process and reports its peak resident set size
+(``ru_maxrss``) and the increase over the RSS before its first iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
+from reid_plugins.engine.meta_trainer import MetaStepTrainer  # noqa: E402
+from reid_plugins.modeling.backbone import build_backbone  # noqa: E402
+from reid_plugins.modeling.heads import MetaBNHead  # noqa: E402
+from reid_plugins.modeling.losses import MemoryLoss, TripletLoss  # noqa: E402
+from reid_plugins.modeling.meta_arch import M3L  # noqa: E402
+from reid_plugins.solver import build_optimizer  # noqa: E402
+from reid_plugins.utils.events import EventStorage  # noqa: E402
+
+VARIANTS = {
+    # name: (meta_learning, memory_update, first_order)
+    "baseline": (False, "batch", False),
+    "m3l_forward": (True, "forward", False),
+    "m3l_batch": (True, "batch", False),
+    "m3l_first_order": (True, "forward", True),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--depth", type=int, default=18)
+    p.add_argument("--base-width", type=int, default=16)
+    p.add_argument("--ibn", action="store_true", help="IBN-Net-a blocks")
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--batch", type=int, default=32, help="images per domain (P x 4)")
+    p.add_argument("--domains", type=int, default=3, help="source domains (>= 2)")
+    p.add_argument("--ids", type=int, default=100, help="identities per domain memory")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per variant")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--json", default="", help="also write the results to this file")
+    p.add_argument("--_child", default="", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def build(args, variant: str):
+    """Model, trainer and the fixed batches, identical for every variant (seeded)."""
+    torch.manual_seed(0)
+    cfg = add_all_configs(get_cfg())
+    cfg.MODEL.BACKBONE.DEPTH = args.depth
+    cfg.MODEL.BACKBONE.BASE_WIDTH = args.base_width
+    cfg.MODEL.BACKBONE.WITH_IBN = args.ibn
+    backbone = build_backbone(cfg)
+    dim = backbone.output_shape()["res5"].channels
+    memory = MemoryLoss(num_pids_per_domain=[args.ids] * args.domains, feat_dim=dim)
+    for d in range(args.domains):
+        memory.initialize(d, torch.randn(args.ids, dim), torch.arange(args.ids))
+    model = M3L(backbone=backbone, head=MetaBNHead(feat_dim=dim),
+                pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
+                triplet_loss=TripletLoss(margin=0.3), memory_loss=memory).to(args.device)
+    model.train()
+    gen = torch.Generator().manual_seed(1)
+    batches = [
+        [{"image": torch.rand(3, args.height, args.width, generator=gen) * 255,
+          "pid": d * args.ids + i // 4, "domain_pid": i // 4, "domain": d}
+         for i in range(args.batch)]
+        for d in range(args.domains)
+    ]
+
+    def stream():
+        while True:
+            yield batches
+
+    meta, mem_update, first_order = VARIANTS[variant]
+    trainer = MetaStepTrainer(model, stream(), build_optimizer(cfg, model), meta_learning=meta,
+                              memory_update=mem_update, first_order=first_order,
+                              inner_lr=3.5e-4, base_lr=cfg.SOLVER.BASE_LR, seed=0)
+    return trainer
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def step(trainer, device: str, it: int):
+    trainer.iter = it
+    _sync(device)
+    w, c = time.perf_counter(), time.process_time()
+    trainer.run_step()
+    _sync(device)
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def run_child(args) -> None:
+    """One variant in a fresh process: peak RSS (CPU) for ``args._child``."""
+    trainer = build(args, args._child)
+    with EventStorage(0):
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for it in range(args.warmup + 1):
+            step(trainer, args.device, it)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_rss_mb": peak / 1024, "increase_mb": (peak - rss_before) / 1024}))
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args._child:
+        run_child(args)
+        return {}
+    trainers = {v: build(args, v) for v in args.variants}
+    times = {v: [] for v in args.variants}
+    with EventStorage(0):
+        for v, tr in trainers.items():
+            for it in range(args.warmup):
+                step(tr, args.device, it)
+        for it in range(args.iters):  # interleaved rounds
+            for v, tr in trainers.items():
+                times[v].append(step(tr, args.device, args.warmup + it))
+    memory = {}
+    for v in args.variants:
+        if args.device.startswith("cuda"):
+            tr = build(args, v)
+            torch.cuda.reset_peak_memory_stats()
+            with EventStorage(0):
+                step(tr, args.device, 0)
+            memory[v] = {"max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20}
+            del tr
+        else:
+            cmd = [sys.executable, os.path.abspath(__file__), "--_child", v] + [
+                a for a in (argv if argv is not None else sys.argv[1:])]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            memory[v] = json.loads(out.strip().splitlines()[-1])
+    base_wall = statistics.median(t[0] for t in times.get("baseline", [(1.0, 1.0)]))
+    base_cpu = statistics.median(t[1] for t in times.get("baseline", [(1.0, 1.0)]))
+    results = {"settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+               "torch_threads": torch.get_num_threads(), "variants": {}}
+    print(f"M3L benchmark: ResNet-{args.depth}{'-IBN' if args.ibn else ''} width "
+          f"{args.base_width}, {args.domains} domains x {args.batch} images of "
+          f"{args.height}x{args.width}, {args.device}, {torch.get_num_threads()} threads, "
+          f"median of {args.iters} interleaved iterations")
+    print(f"{'variant':<17}{'wall s/it':>10}{'ratio':>7}{'cpu s/it':>10}{'ratio':>7}  memory")
+    for v in args.variants:
+        wall = statistics.median(t[0] for t in times[v])
+        cpu = statistics.median(t[1] for t in times[v])
+        results["variants"][v] = {"wall_s": wall, "cpu_s": cpu, "wall_ratio": wall / base_wall,
+                                  "cpu_ratio": cpu / base_cpu, "memory": memory[v],
+                                  "all_wall_s": [t[0] for t in times[v]]}
+        mem = ", ".join(f"{k} {val:.0f}" for k, val in memory[v].items())
+        print(f"{v:<17}{wall:>10.3f}{wall / base_wall:>7.2f}{cpu:>10.3f}{cpu / base_cpu:>7.2f}"
+              f"  {mem}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
