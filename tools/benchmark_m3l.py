@@ -53,8 +53,9 @@ VARIANTS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--depth", type=int, default=18)
     p.add_argument("--base-width", type=int, default=16)
     p.add_argument("--ibn", action="store_true", help="IBN-Net-a blocks")
@@ -85,15 +86,26 @@ def build(args, variant: str):
     memory = MemoryLoss(num_pids_per_domain=[args.ids] * args.domains, feat_dim=dim)
     for d in range(args.domains):
         memory.initialize(d, torch.randn(args.ids, dim), torch.arange(args.ids))
-    model = M3L(backbone=backbone, head=MetaBNHead(feat_dim=dim),
-                pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
-                triplet_loss=TripletLoss(margin=0.3), memory_loss=memory).to(args.device)
+    model = M3L(
+        backbone=backbone,
+        head=MetaBNHead(feat_dim=dim),
+        pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        pixel_std=cfg.MODEL.PIXEL_STD,
+        triplet_loss=TripletLoss(margin=0.3),
+        memory_loss=memory,
+    ).to(args.device)
     model.train()
     gen = torch.Generator().manual_seed(1)
     batches = [
-        [{"image": torch.rand(3, args.height, args.width, generator=gen) * 255,
-          "pid": d * args.ids + i // 4, "domain_pid": i // 4, "domain": d}
-         for i in range(args.batch)]
+        [
+            {
+                "image": torch.rand(3, args.height, args.width, generator=gen) * 255,
+                "pid": d * args.ids + i // 4,
+                "domain_pid": i // 4,
+                "domain": d,
+            }
+            for i in range(args.batch)
+        ]
         for d in range(args.domains)
     ]
 
@@ -102,9 +114,17 @@ def build(args, variant: str):
             yield batches
 
     meta, mem_update, first_order = VARIANTS[variant]
-    trainer = MetaStepTrainer(model, stream(), build_optimizer(cfg, model), meta_learning=meta,
-                              memory_update=mem_update, first_order=first_order,
-                              inner_lr=3.5e-4, base_lr=cfg.SOLVER.BASE_LR, seed=0)
+    trainer = MetaStepTrainer(
+        model,
+        stream(),
+        build_optimizer(cfg, model),
+        meta_learning=meta,
+        memory_update=mem_update,
+        first_order=first_order,
+        inner_lr=3.5e-4,
+        base_lr=cfg.SOLVER.BASE_LR,
+        seed=0,
+    )
     return trainer
 
 
@@ -160,27 +180,40 @@ def main(argv=None) -> dict:
             del tr
         else:
             cmd = [sys.executable, os.path.abspath(__file__), "--_child", v] + [
-                a for a in (argv if argv is not None else sys.argv[1:])]
+                a for a in (argv if argv is not None else sys.argv[1:])
+            ]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             memory[v] = json.loads(out.strip().splitlines()[-1])
     base_wall = statistics.median(t[0] for t in times.get("baseline", [(1.0, 1.0)]))
     base_cpu = statistics.median(t[1] for t in times.get("baseline", [(1.0, 1.0)]))
-    results = {"settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-               "torch_threads": torch.get_num_threads(), "variants": {}}
-    print(f"M3L benchmark: ResNet-{args.depth}{'-IBN' if args.ibn else ''} width "
-          f"{args.base_width}, {args.domains} domains x {args.batch} images of "
-          f"{args.height}x{args.width}, {args.device}, {torch.get_num_threads()} threads, "
-          f"median of {args.iters} interleaved iterations")
+    results = {
+        "settings": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+        "torch_threads": torch.get_num_threads(),
+        "variants": {},
+    }
+    print(
+        f"M3L benchmark: ResNet-{args.depth}{'-IBN' if args.ibn else ''} width "
+        f"{args.base_width}, {args.domains} domains x {args.batch} images of "
+        f"{args.height}x{args.width}, {args.device}, {torch.get_num_threads()} threads, "
+        f"median of {args.iters} interleaved iterations"
+    )
     print(f"{'variant':<17}{'wall s/it':>10}{'ratio':>7}{'cpu s/it':>10}{'ratio':>7}  memory")
     for v in args.variants:
         wall = statistics.median(t[0] for t in times[v])
         cpu = statistics.median(t[1] for t in times[v])
-        results["variants"][v] = {"wall_s": wall, "cpu_s": cpu, "wall_ratio": wall / base_wall,
-                                  "cpu_ratio": cpu / base_cpu, "memory": memory[v],
-                                  "all_wall_s": [t[0] for t in times[v]]}
+        results["variants"][v] = {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "wall_ratio": wall / base_wall,
+            "cpu_ratio": cpu / base_cpu,
+            "memory": memory[v],
+            "all_wall_s": [t[0] for t in times[v]],
+        }
         mem = ", ".join(f"{k} {val:.0f}" for k, val in memory[v].items())
-        print(f"{v:<17}{wall:>10.3f}{wall / base_wall:>7.2f}{cpu:>10.3f}{cpu / base_cpu:>7.2f}"
-              f"  {mem}")
+        print(
+            f"{v:<17}{wall:>10.3f}{wall / base_wall:>7.2f}{cpu:>10.3f}{cpu / base_cpu:>7.2f}"
+            f"  {mem}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -46,9 +46,13 @@ def main(args):
     trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
     if args.eval_only:
         model = trainer_cls.build_model(cfg)
-        if not cfg.MODEL.WEIGHTS:
-            raise SystemExit("--eval-only needs MODEL.WEIGHTS (a checkpoint path)")
-        Checkpointer(model, cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        if cfg.MODEL.WEIGHTS:
+            Checkpointer(model, cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS, checkpointables=[])
+        else:
+            logging.getLogger("reid_plugins").warning(
+                "--eval-only without MODEL.WEIGHTS: evaluating the randomly initialised model "
+                "(a 'random features' reference)"
+            )
         return trainer_cls.test(cfg, model)
     trainer = build_trainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -29,8 +29,9 @@ def atomic_write_bytes(path: str, write_fn) -> None:
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
@@ -65,8 +66,9 @@ class Checkpointer(_FvCheckpointer):
     Only the main process writes.
     """
 
-    def __init__(self, model, save_dir: str = "", *, save_to_disk: bool | None = None,
-                 **checkpointables) -> None:
+    def __init__(
+        self, model, save_dir: str = "", *, save_to_disk: bool | None = None, **checkpointables
+    ) -> None:
         if save_to_disk is None:
             save_to_disk = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
@@ -89,7 +91,13 @@ class Checkpointer(_FvCheckpointer):
         atomic_write_bytes(path, lambda f: f.write(last_filename_basename.encode()))
 
     def get_checkpoint_file(self) -> str:
-        path = super().get_checkpoint_file()
+        try:
+            path = super().get_checkpoint_file()
+        except UnicodeDecodeError as e:  # garbage bytes instead of a file name
+            raise CheckpointError(
+                f"{os.path.join(self.save_dir, 'last_checkpoint')} is corrupt (it must hold the "
+                f"name of a checkpoint file): {e}"
+            ) from e
         if path and not os.path.isfile(path):
             raise CheckpointError(
                 f"{os.path.join(self.save_dir, 'last_checkpoint')} points to '{path}', "

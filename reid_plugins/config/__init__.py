@@ -33,9 +33,8 @@ def add_all_configs(cfg):
         fn(cfg)
     return cfg
 
-from .person_search_config import add_person_search_config  # noqa: E402,F401
-from .m3l_config import add_m3l_config  # noqa: E402,F401
-
 
 from .gmn_config import add_gmn_config  # noqa: E402,F401  (registers the GMN adder)
+from .m3l_config import add_m3l_config  # noqa: E402,F401
+from .person_search_config import add_person_search_config  # noqa: E402,F401
 from .tdn_config import add_tdn_config  # noqa: E402,F401  (registers the TDN adder)

@@ -35,8 +35,8 @@ def _m3l_node() -> CN:
     # The FC variants use cross-entropy with MODEL.LOSSES.CE.EPSILON label smoothing.
     m.CLASSIFIER = "memory"
     # Losses of both stages (Table 4): any non-empty subset of "id" (identification with
-    # CLASSIFIER, i.e. the memory loss L_M by default) and "triplet" (batch-hard L_Tri, Eq. 4,
-    # on the pre-BN feature).
+    # CLASSIFIER, i.e. the memory loss L_M by default; "memory" is accepted as its name when
+    # CLASSIFIER is "memory") and "triplet" (batch-hard L_Tri, Eq. 4, on the pre-BN feature).
     m.LOSSES = ["id", "triplet"]
     # Inner-loop learning rate alpha (theta' = theta - alpha * step, Alg. 1 line 8).
     m.INNER_LR = 3.5e-4

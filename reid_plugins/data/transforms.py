@@ -144,5 +144,12 @@ def build_reid_transforms(cfg, is_train: bool) -> ReIDTransforms:
     Returns:
         A callable mapping an ``(H, W, 3)`` uint8 image to a ``(3, H, W)`` float32 tensor in
         ``[0, 255]``.
+
+    Raises:
+        ValueError: an invalid ``INPUT.*`` value (the message names the config subtree).
     """
-    return ReIDTransforms.from_config(cfg, is_train)
+    try:
+        return ReIDTransforms.from_config(cfg, is_train)
+    except ValueError as e:
+        keys = "INPUT.SIZE_TRAIN, INPUT.FLIP.*, INPUT.PADDING.*, INPUT.REA.*"
+        raise ValueError(f"Invalid {keys if is_train else 'INPUT.SIZE_TEST'}: {e}") from e

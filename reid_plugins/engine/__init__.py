@@ -16,3 +16,4 @@ from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase  # noqa: 
 from .person_search_trainer import PersonSearchTrainer  # noqa: F401
 from .gmn_hooks import DPWarmupHook, GMNTrainer  # noqa: F401,E402
 from .meta_trainer import MetaStepTrainer, MetaTrainer  # noqa: F401,E402
+from .tdn_hooks import TDNTrainer, TeacherWeightHook  # noqa: F401,E402

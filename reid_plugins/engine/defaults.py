@@ -56,18 +56,31 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from OUTPUT_DIR/last_checkpoint if it exists")
+    parser.add_argument(
+        "--resume", action="store_true", help="resume from OUTPUT_DIR/last_checkpoint if it exists"
+    )
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="processes per machine (GPUs; CPU processes with gloo without CUDA)")
+    parser.add_argument(
+        "--num-gpus",
+        type=int,
+        default=1,
+        help="processes per machine (GPUs; CPU processes with gloo without CUDA)",
+    )
     parser.add_argument("--num-machines", type=int, default=1)
-    parser.add_argument("--machine-rank", type=int, default=0,
-                        help="the rank of this machine (unique per machine)")
-    parser.add_argument("--dist-url", default="auto",
-                        help="initialization URL for pytorch distributed backend, tcp://IP:PORT")
-    parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
-                        help="modify config options at the end: KEY VALUE pairs")
+    parser.add_argument(
+        "--machine-rank", type=int, default=0, help="the rank of this machine (unique per machine)"
+    )
+    parser.add_argument(
+        "--dist-url",
+        default="auto",
+        help="initialization URL for pytorch distributed backend, tcp://IP:PORT",
+    )
+    parser.add_argument(
+        "opts",
+        default=None,
+        nargs=argparse.REMAINDER,
+        help="modify config options at the end: KEY VALUE pairs",
+    )
     return parser
 
 
@@ -146,8 +159,9 @@ class DefaultTrainer(TrainerBase):
         self.optimizer = optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         self.model_without_ddp = model
-        model = create_ddp_model(model, broadcast_buffers=False,
-                                 find_unused_parameters=self.find_unused_parameters(cfg))
+        model = create_ddp_model(
+            model, broadcast_buffers=False, find_unused_parameters=self.find_unused_parameters(cfg)
+        )
         self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = Checkpointer(
@@ -206,12 +220,16 @@ class DefaultTrainer(TrainerBase):
         ret: List[Optional[hooks.HookBase]] = [
             hooks.IterationTimer(),
             hooks.LRScheduler(),
-            hooks.PreciseBN(
-                cfg.TEST.EVAL_PERIOD, self.model_without_ddp, self.build_train_loader(cfg),
-                cfg.TEST.PRECISE_BN.NUM_ITER,
-            )
-            if cfg.TEST.PRECISE_BN.ENABLED
-            else None,
+            (
+                hooks.PreciseBN(
+                    cfg.TEST.EVAL_PERIOD,
+                    self.model_without_ddp,
+                    self.build_train_loader(cfg),
+                    cfg.TEST.PRECISE_BN.NUM_ITER,
+                )
+                if cfg.TEST.PRECISE_BN.ENABLED
+                else None
+            ),
         ]
         memory_hook = self.build_memory_init_hook()
         if memory_hook is not None:
@@ -240,8 +258,10 @@ class DefaultTrainer(TrainerBase):
             from ..data.build import build_feature_extraction_loader, get_reid_train_records
 
             records = get_reid_train_records(cfg)
-            per_domain = [[r for r in records if int(r["domain"]) == d]
-                          for d in range(len(cfg.DATASETS.TRAIN))]
+            per_domain = [
+                [r for r in records if int(r["domain"]) == d]
+                for d in range(len(cfg.DATASETS.TRAIN))
+            ]
             return [build_feature_extraction_loader(recs, cfg) for recs in per_domain]
 
         return hooks.MemoryInitHook(model, loaders)
@@ -338,7 +358,8 @@ def build_trainer(cfg) -> DefaultTrainer:
     """Instantiate ``TRAINER_REGISTRY.get(cfg.TRAINER.NAME)(cfg)``."""
     name = cfg.TRAINER.NAME
     if name not in TRAINER_REGISTRY:
-        raise KeyError(f"TRAINER.NAME='{name}' is not registered; registered: "
-                       f"{sorted(k for k, _ in TRAINER_REGISTRY)}")
+        raise KeyError(
+            f"TRAINER.NAME='{name}' is not registered; registered: "
+            f"{sorted(k for k, _ in TRAINER_REGISTRY)}"
+        )
     return TRAINER_REGISTRY.get(name)(cfg)
-

@@ -67,8 +67,10 @@ class DPWarmupHook(HookBase):
 
     def before_train(self) -> None:
         start = int(self.trainer.start_iter)
-        self._set(start >= self.start_iter,
-                  f"at the start (iteration {start}; warm-up ends at {self.start_iter})")
+        self._set(
+            start >= self.start_iter,
+            f"at the start (iteration {start}; warm-up ends at {self.start_iter})",
+        )
 
     def before_step(self) -> None:
         if self.trainer.iter >= self.start_iter and not self._model.dp_active:
@@ -105,8 +107,13 @@ class GMNTrainer(DefaultTrainer):
         return DPWarmupHook(model, cfg.MODEL.GMN.DP.WARMUP_ITERS)
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name: str, output_folder: Optional[str] = None,
-                        model: Optional[torch.nn.Module] = None):
+    def build_evaluator(
+        cls,
+        cfg,
+        dataset_name: str,
+        output_folder: Optional[str] = None,
+        model: Optional[torch.nn.Module] = None,
+    ):
         """``ReIDEvaluator`` with ``pairwise_fn = model.pairwise_distance`` when the model
         scores pairs with M-Net (``MODEL.GMN.TEST.ENABLED``), else the cosine evaluator."""
         from ..evaluation.reid_evaluation import ReIDEvaluator
@@ -114,21 +121,27 @@ class GMNTrainer(DefaultTrainer):
         fn = gmn_pairwise_fn(cfg, model)
         if comm.is_main_process():
             logger.info(
-                "GMN evaluation on %s: %s", dataset_name,
-                "cosine distance" if fn is None else
-                f"M-Net fused distance (top-k={cfg.MODEL.GMN.TEST.TOPK or 'all'}, "
-                f"w={cfg.MODEL.GMN.TEST.FUSION_WEIGHT})",
+                "GMN evaluation on %s: %s",
+                dataset_name,
+                (
+                    "cosine distance"
+                    if fn is None
+                    else f"M-Net fused distance (top-k={cfg.MODEL.GMN.TEST.TOPK or 'all'}, "
+                    f"w={cfg.MODEL.GMN.TEST.FUSION_WEIGHT})"
+                ),
             )
-        return ReIDEvaluator.from_config(cfg, dataset_name, output_dir=output_folder,
-                                         pairwise_fn=fn)
+        return ReIDEvaluator.from_config(
+            cfg, dataset_name, output_dir=output_folder, pairwise_fn=fn
+        )
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
         """As :meth:`DefaultTrainer.test`, with evaluators bound to ``model``'s scoring."""
         if evaluators is None:
             evaluators = [
-                cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name),
-                                    model=model)
+                cls.build_evaluator(
+                    cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name), model=model
+                )
                 for name in cfg.DATASETS.TEST
             ]
         return super().test(cfg, model, evaluators=evaluators)

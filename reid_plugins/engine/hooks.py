@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 class CallbackHook(HookBase):
     """A hook built from plain functions, each called as ``fn(trainer)``."""
 
-    def __init__(self, *, before_train=None, after_train=None, before_step=None,
-                 after_step=None) -> None:
+    def __init__(
+        self, *, before_train=None, after_train=None, before_step=None, after_step=None
+    ) -> None:
         self._before_train = before_train
         self._after_train = after_train
         self._before_step = before_step
@@ -83,7 +84,9 @@ class IterationTimer(HookBase):
         if num_iter > 0 and self._total_timer.seconds() > 0:
             logger.info(
                 "Overall training speed: %d iterations in %.1fs (%.4f s / it)",
-                num_iter, self._total_timer.seconds(), self._total_timer.seconds() / num_iter,
+                num_iter,
+                self._total_timer.seconds(),
+                self._total_timer.seconds() / num_iter,
             )
         logger.info("Total training time: %.1fs (%.1fs on hooks)", total, hook_time)
 
@@ -109,8 +112,7 @@ class LRScheduler(HookBase):
     resumed run uses the same LR at the same iteration.
     """
 
-    def __init__(self, optimizer: Optional[torch.optim.Optimizer] = None,
-                 scheduler=None) -> None:
+    def __init__(self, optimizer: Optional[torch.optim.Optimizer] = None, scheduler=None) -> None:
         self._optimizer = optimizer
         self._scheduler = scheduler
 
@@ -166,8 +168,9 @@ class EvalHook(HookBase):
         eval_after_train: also evaluate after the last iteration.
     """
 
-    def __init__(self, eval_period: int, eval_function: Callable[[], dict],
-                 eval_after_train: bool = True) -> None:
+    def __init__(
+        self, eval_period: int, eval_function: Callable[[], dict], eval_after_train: bool = True
+    ) -> None:
         self._period = eval_period
         self._func = eval_function
         self._eval_after_train = eval_after_train
@@ -180,14 +183,16 @@ class EvalHook(HookBase):
                 try:
                     self.trainer.storage.put_scalar(k, float(v), smoothing_hint=False)
                 except (TypeError, ValueError) as e:
-                    raise ValueError(
-                        f"Evaluation returned a non-scalar metric '{k}': {v!r}"
-                    ) from e
+                    raise ValueError(f"Evaluation returned a non-scalar metric '{k}': {v!r}") from e
         comm.synchronize()
 
     def after_step(self) -> None:
         next_iter = self.trainer.iter + 1
-        if self._period > 0 and next_iter % self._period == 0 and next_iter != self.trainer.max_iter:
+        if (
+            self._period > 0
+            and next_iter % self._period == 0
+            and next_iter != self.trainer.max_iter
+        ):
             self._do_eval()
 
     def after_train(self) -> None:
@@ -216,7 +221,9 @@ class PeriodicWriter(HookBase):
         self._period = period
 
     def after_step(self) -> None:
-        if (self.trainer.iter + 1) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
+        if (
+            self.trainer.iter + 1
+        ) % self._period == 0 or self.trainer.iter == self.trainer.max_iter - 1:
             for w in self._writers:
                 w.write()
 
@@ -236,8 +243,9 @@ class PreciseBN(HookBase):
         num_iter: batches used.
     """
 
-    def __init__(self, period: int, model: torch.nn.Module, data_loader: Iterable,
-                 num_iter: int) -> None:
+    def __init__(
+        self, period: int, model: torch.nn.Module, data_loader: Iterable, num_iter: int
+    ) -> None:
         self._period = period
         self._model = model
         self._data_loader = data_loader
@@ -264,8 +272,9 @@ class PreciseBN(HookBase):
         def data_loader():
             for num_iter in itertools.count(1):
                 if num_iter % 100 == 0:
-                    logger.info("Running precise-BN ... %d/%d iterations.", num_iter,
-                                self._num_iter)
+                    logger.info(
+                        "Running precise-BN ... %d/%d iterations.", num_iter, self._num_iter
+                    )
                 yield next(self._data_iter)
 
         with torch.no_grad():

@@ -86,21 +86,40 @@ def launch(
     mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args,
-              timeout, backend),
+        args=(
+            main_func,
+            world_size,
+            num_gpus_per_machine,
+            machine_rank,
+            dist_url,
+            args,
+            timeout,
+            backend,
+        ),
         daemon=False,
         start_method="spawn",
     )
 
 
-def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank,
-                        dist_url, args, timeout, backend) -> None:
+def _distributed_worker(
+    local_rank,
+    main_func,
+    world_size,
+    num_gpus_per_machine,
+    machine_rank,
+    dist_url,
+    args,
+    timeout,
+    backend,
+) -> None:
     if backend == "nccl":
         if not torch.cuda.is_available():
             raise RuntimeError("nccl backend requested but CUDA is not available")
         if num_gpus_per_machine > torch.cuda.device_count():
-            raise RuntimeError(f"{num_gpus_per_machine} processes per machine but only "
-                               f"{torch.cuda.device_count()} GPUs")
+            raise RuntimeError(
+                f"{num_gpus_per_machine} processes per machine but only "
+                f"{torch.cuda.device_count()} GPUs"
+            )
         torch.cuda.set_device(local_rank)
     global_rank = machine_rank * num_gpus_per_machine + local_rank
     os.environ["LOCAL_RANK"] = str(local_rank)
@@ -109,8 +128,13 @@ def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine,
     # Keep CPU workers from oversubscribing the cores.
     if backend == "gloo":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_gpus_per_machine))
-    dist.init_process_group(backend=backend, init_method=dist_url, world_size=world_size,
-                            rank=global_rank, timeout=timeout)
+    dist.init_process_group(
+        backend=backend,
+        init_method=dist_url,
+        world_size=world_size,
+        rank=global_rank,
+        timeout=timeout,
+    )
     comm.synchronize()
     try:
         main_func(*args)

@@ -143,8 +143,10 @@ def choose_meta_test_domain(num_domains: int, seed: int, iteration: int) -> int:
 
 
 def _prefixed(loss_dict: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
-    return {f"loss_{prefix}_{k[len('loss_'):] if k.startswith('loss_') else k}": v
-            for k, v in loss_dict.items()}
+    return {
+        f"loss_{prefix}_{k[len('loss_'):] if k.startswith('loss_') else k}": v
+        for k, v in loss_dict.items()
+    }
 
 
 class MetaStepTrainer(SimpleTrainer):
@@ -199,14 +201,20 @@ class MetaStepTrainer(SimpleTrainer):
     ) -> None:
         super().__init__(model, data_loader, optimizer, grad_clipper=grad_clipper)
         if inner_optimizer not in INNER_OPTIMIZERS:
-            raise ValueError(f"MODEL.M3L.INNER_OPTIMIZER must be one of {INNER_OPTIMIZERS}, "
-                             f"got {inner_optimizer!r}")
+            raise ValueError(
+                f"MODEL.M3L.INNER_OPTIMIZER must be one of {INNER_OPTIMIZERS}, "
+                f"got {inner_optimizer!r}"
+            )
         if memory_update not in MEMORY_UPDATE_MODES:
-            raise ValueError(f"MODEL.M3L.MEMORY_UPDATE must be one of {MEMORY_UPDATE_MODES}, "
-                             f"got {memory_update!r}")
+            raise ValueError(
+                f"MODEL.M3L.MEMORY_UPDATE must be one of {MEMORY_UPDATE_MODES}, "
+                f"got {memory_update!r}"
+            )
         if inner_lr < 0 or base_lr <= 0:
-            raise ValueError(f"MODEL.M3L.INNER_LR must be >= 0 and SOLVER.BASE_LR > 0, got "
-                             f"{inner_lr} and {base_lr}")
+            raise ValueError(
+                f"MODEL.M3L.INNER_LR must be >= 0 and SOLVER.BASE_LR > 0, got "
+                f"{inner_lr} and {base_lr}"
+            )
         self.module = model.module if isinstance(model, DistributedDataParallel) else model
         self.meta_learning = bool(meta_learning)
         self.inner_optimizer = inner_optimizer
@@ -226,8 +234,9 @@ class MetaStepTrainer(SimpleTrainer):
     def trainable(self) -> Tuple[List[str], List[torch.Tensor]]:
         """Names and tensors of the parameters the optimiser updates (model order)."""
         in_opt = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
-        named = [(n, p) for n, p in self.module.named_parameters()
-                 if p.requires_grad and id(p) in in_opt]
+        named = [
+            (n, p) for n, p in self.module.named_parameters() if p.requires_grad and id(p) in in_opt
+        ]
         return [n for n, _ in named], [p for _, p in named]
 
     def inner_hparams(self, params: Sequence[torch.Tensor]) -> Tuple[List[float], List[float]]:
@@ -235,8 +244,11 @@ class MetaStepTrainer(SimpleTrainer):
         lookup = {}
         for group in self.optimizer.param_groups:
             scale = group["lr"] / self.base_lr if self.inner_lr_follows_schedule else 1.0
-            wd = group.get("weight_decay", 0.0) if self.inner_weight_decay < 0 else (
-                self.inner_weight_decay)
+            wd = (
+                group.get("weight_decay", 0.0)
+                if self.inner_weight_decay < 0
+                else (self.inner_weight_decay)
+            )
             for p in group["params"]:
                 lookup[id(p)] = (self.inner_lr * scale, float(wd))
         lrs, wds = zip(*(lookup[id(p)] for p in params)) if params else ((), ())
@@ -248,14 +260,23 @@ class MetaStepTrainer(SimpleTrainer):
         """theta' = one inner step on ``loss`` (graph kept unless ``first_order``)."""
         # The graph of ``loss`` is kept: the outer backward also goes through L_mtr(theta).
         grads = torch.autograd.grad(
-            loss, list(params), create_graph=not self.first_order, retain_graph=True,
+            loss,
+            list(params),
+            create_graph=not self.first_order,
+            retain_graph=True,
             allow_unused=True,
         )
         lrs, wds = self.inner_hparams(params)
         if self.inner_optimizer == "adam":
-            new = fresh_adam_step(params, grads, lrs=lrs, weight_decays=wds,
-                                  betas=self.inner_betas, eps=self.inner_eps,
-                                  sq_eps=self.inner_sq_eps)
+            new = fresh_adam_step(
+                params,
+                grads,
+                lrs=lrs,
+                weight_decays=wds,
+                betas=self.inner_betas,
+                eps=self.inner_eps,
+                sq_eps=self.inner_sq_eps,
+            )
         else:
             new = sgd_step(params, grads, lrs=lrs, weight_decays=wds)
         if self.first_order:
@@ -266,8 +287,11 @@ class MetaStepTrainer(SimpleTrainer):
         grads = [p.grad for p in params if p.grad is not None]
         norm = torch.stack([g.detach().norm() for g in grads]).norm() if grads else None
         if norm is not None and not torch.isfinite(norm):
-            bad = [n for n, p in zip(names, params)
-                   if p.grad is not None and not torch.isfinite(p.grad).all()]
+            bad = [
+                n
+                for n, p in zip(names, params)
+                if p.grad is not None and not torch.isfinite(p.grad).all()
+            ]
             raise NonFiniteLossError(
                 f"Meta-gradient became non-finite at iteration {self.iter} in {len(bad)} "
                 f"parameter(s), e.g. {bad[:5]}. Lower MODEL.M3L.INNER_LR / SOLVER.BASE_LR, or "
@@ -327,8 +351,12 @@ class MetaStepTrainer(SimpleTrainer):
     def _standard_step(self, data, data_time: float) -> None:
         names, params = self.trainable()
         collected: list = []
-        loss_dict = self.module(data, stage="standard", update_memory=False,
-                                collector=collected if self.memory_update == "batch" else None)
+        loss_dict = self.module(
+            data,
+            stage="standard",
+            update_memory=False,
+            collector=collected if self.memory_update == "batch" else None,
+        )
         self._finish(loss_dict, data_time, names, params, data, collected)
 
     def _meta_step(self, data, data_time: float) -> None:
@@ -352,19 +380,33 @@ class MetaStepTrainer(SimpleTrainer):
 
         mtr = self.module(
             [data[d] for d in range(num_domains) if d != t],
-            stage="meta_train", update_memory=False, collector=collected if collect else None,
+            stage="meta_train",
+            update_memory=False,
+            collector=collected if collect else None,
         )
         mtr = _prefixed(mtr, "mtr")
         l_mtr = self.sum_losses(mtr)
         new_params = self.inner_update(l_mtr, names, params)
         mte = functional_call(
-            self.module, new_params, (data[t],),
-            {"stage": "meta_test", "update_memory": False,
-             "collector": collected if collect else None},
+            self.module,
+            new_params,
+            (data[t],),
+            {
+                "stage": "meta_test",
+                "update_memory": False,
+                "collector": collected if collect else None,
+            },
         )
         mte = _prefixed(mte, "mte")
-        self._finish({**mtr, **mte}, data_time, names, params, data, collected,
-                     extra={"meta_test_domain": float(t)})
+        self._finish(
+            {**mtr, **mte},
+            data_time,
+            names,
+            params,
+            data,
+            collected,
+            extra={"meta_test_domain": float(t)},
+        )
 
 
 @TRAINER_REGISTRY.register()
@@ -378,16 +420,22 @@ class MetaTrainer(DefaultTrainer):
 
     def build_step_trainer(self, cfg, model, data_loader, optimizer) -> MetaStepTrainer:
         if "M3L" not in cfg.MODEL:
-            raise KeyError("MetaTrainer needs cfg.MODEL.M3L: call add_m3l_config(cfg) (or "
-                           "add_all_configs) before merging the config")
+            raise KeyError(
+                "MetaTrainer needs cfg.MODEL.M3L: call add_m3l_config(cfg) (or "
+                "add_all_configs) before merging the config"
+            )
         m = cfg.MODEL.M3L
         seed = cfg.SEED if cfg.SEED >= 0 else int(comm.shared_random_seed())
         if m.META_LEARNING and not cfg.DATALOADER.MULTI_SOURCE:
-            raise ValueError("MetaTrainer with MODEL.M3L.META_LEARNING needs "
-                             "DATALOADER.MULTI_SOURCE: True (one batch per source domain)")
+            raise ValueError(
+                "MetaTrainer with MODEL.M3L.META_LEARNING needs "
+                "DATALOADER.MULTI_SOURCE: True (one batch per source domain)"
+            )
         if m.META_LEARNING and len(cfg.DATASETS.TRAIN) < 2:
-            raise ValueError(f"M3L meta-learning needs >= 2 source domains in DATASETS.TRAIN, "
-                             f"got {list(cfg.DATASETS.TRAIN)}")
+            raise ValueError(
+                f"M3L meta-learning needs >= 2 source domains in DATASETS.TRAIN, "
+                f"got {list(cfg.DATASETS.TRAIN)}"
+            )
         return MetaStepTrainer(
             model,
             data_loader,
@@ -406,3 +454,15 @@ class MetaTrainer(DefaultTrainer):
             seed=seed,
             grad_clipper=build_grad_clipper(cfg),
         )
+
+    def state_dict(self) -> dict:
+        """DefaultTrainer's state plus the seed of the meta-test domain draws (so a resume
+        draws the same domains even when ``SEED`` < 0 picked a random seed)."""
+        sd = super().state_dict()
+        sd["meta_test_seed"] = self._trainer.seed
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "meta_test_seed" in state_dict:
+            self._trainer.seed = int(state_dict["meta_test_seed"])

@@ -261,4 +261,3 @@ class SimpleTrainer(TrainerBase):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.optimizer.load_state_dict(state_dict["optimizer"])
-

@@ -100,8 +100,14 @@ def inference_on_dataset(
     start = time.perf_counter()
     n_inputs = 0
     with inference_context(model), torch.no_grad():
-        bar = tqdm(data_loader, total=total, desc=desc, disable=not comm.is_main_process(),
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            data_loader,
+            total=total,
+            desc=desc,
+            disable=not comm.is_main_process(),
+            leave=False,
+            dynamic_ncols=True,
+        )
         for inputs in bar:
             outputs = model(inputs)
             evaluator.process(inputs, outputs)
@@ -109,7 +115,10 @@ def inference_on_dataset(
     elapsed = time.perf_counter() - start
     logger.info(
         "%s: %d inputs in %.1fs (%.1f inputs/s per process)",
-        desc, n_inputs, elapsed, n_inputs / max(elapsed, 1e-9),
+        desc,
+        n_inputs,
+        elapsed,
+        n_inputs / max(elapsed, 1e-9),
     )
     results = evaluator.evaluate()
     return results if results is not None else {}

@@ -325,7 +325,9 @@ def evaluate_retrieved(
     hist = np.bincount(np.minimum(first, max_rank), minlength=max_rank + 1)
     cmc = np.cumsum(hist[:max_rank]) / num_valid
     if num_valid < nq:
-        logger.info("%d of %d queries have no true match in the gallery: skipped", nq - num_valid, nq)
+        logger.info(
+            "%d of %d queries have no true match in the gallery: skipped", nq - num_valid, nq
+        )
     out: Dict[str, Any] = {
         "cmc": cmc,
         "mAP": float(ap[valid].mean()),

@@ -179,6 +179,11 @@ class PersonSearchEvaluator(DatasetEvaluator):
         box = _np(q["query_box"], np.float64).reshape(-1)
         if box.size != 4:
             raise ValueError(f"queries[{i}]['query_box'] must have 4 values, got {box.size}")
+        if not (box[2] > box[0] and box[3] > box[1]):
+            raise ValueError(
+                f"queries[{i}] ('{q['image_id']}'): query_box {box.tolist()} has zero width or "
+                "height (x1,y1,x2,y2 with x2 > x1 and y2 > y1 expected)"
+            )
         return {
             "image_id": str(q["image_id"]),
             "query_box": box,

@@ -616,8 +616,16 @@ def search_prw(
         for p in wanted.intersection(pids.tolist()):
             if np.count_nonzero(pids == p) > 1:
                 repeated.append((n, p))
+            box = boxes[np.flatnonzero(pids == p)[0]]
+            if box[2] <= box[0] or box[3] <= box[1]:
+                # its IoU threshold min(0.5, wh / ((w+10)(h+10))) would be 0: any detection
+                # of the frame would match it
+                raise ValueError(
+                    f"gallery_annotations['{n}']: box {box.tolist()} of pid {p} has zero width "
+                    "or height (x1,y1,x2,y2 with x2 > x1 and y2 > y1 expected)"
+                )
             by_pid[p][0].append(gi)
-            by_pid[p][1].append(boxes[np.flatnonzero(pids == p)[0]])
+            by_pid[p][1].append(box)
     if repeated:
         logger.warning(
             "PRW: %d frames repeat a query pid (e.g. %s); the first box of each is used",

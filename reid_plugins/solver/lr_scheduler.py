@@ -28,11 +28,17 @@ class WarmupParamScheduler(ParamScheduler):
         warmup_method: "linear" or "constant".
     """
 
-    def __init__(self, scheduler: ParamScheduler, warmup_factor: float, warmup_length: float,
-                 warmup_method: str = "linear") -> None:
+    def __init__(
+        self,
+        scheduler: ParamScheduler,
+        warmup_factor: float,
+        warmup_length: float,
+        warmup_method: str = "linear",
+    ) -> None:
         if warmup_method not in ("linear", "constant"):
-            raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', "
-                             f"got '{warmup_method}'")
+            raise ValueError(
+                f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', " f"got '{warmup_method}'"
+            )
         self._base = scheduler
         self._factor = warmup_factor
         self._length = warmup_length
@@ -55,8 +61,13 @@ class LRMultiplier(torch.optim.lr_scheduler.LRScheduler):
     iteration ``i`` is ``multiplier(i / max_iter)``.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, multiplier: ParamScheduler,
-                 max_iter: int, last_iter: int = -1) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        multiplier: ParamScheduler,
+        max_iter: int,
+        last_iter: int = -1,
+    ) -> None:
         if not isinstance(multiplier, ParamScheduler):
             raise TypeError("multiplier must be an fvcore ParamScheduler")
         self._multiplier = multiplier
@@ -85,8 +96,9 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
     if name == "WarmupMultiStepLR":
         steps = [x for x in s.STEPS if x <= max_iter]
         if len(steps) != len(s.STEPS):
-            raise ValueError(f"SOLVER.STEPS {list(s.STEPS)} has values beyond SOLVER.MAX_ITER="
-                             f"{max_iter}")
+            raise ValueError(
+                f"SOLVER.STEPS {list(s.STEPS)} has values beyond SOLVER.MAX_ITER=" f"{max_iter}"
+            )
         if list(steps) != sorted(steps):
             raise ValueError(f"SOLVER.STEPS must be increasing, got {list(steps)}")
         sched: ParamScheduler = MultiStepParamScheduler(
@@ -97,8 +109,11 @@ def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
     elif name == "WarmupCosineLR":
         sched = CosineParamScheduler(1.0, 0.0)
     else:
-        raise ValueError(f"Unknown SOLVER.LR_SCHEDULER_NAME '{name}' "
-                         "(use WarmupMultiStepLR or WarmupCosineLR)")
-    sched = WarmupParamScheduler(sched, s.WARMUP_FACTOR, min(s.WARMUP_ITERS / max_iter, 1.0),
-                                 s.WARMUP_METHOD)
+        raise ValueError(
+            f"Unknown SOLVER.LR_SCHEDULER_NAME '{name}' "
+            "(use WarmupMultiStepLR or WarmupCosineLR)"
+        )
+    sched = WarmupParamScheduler(
+        sched, s.WARMUP_FACTOR, min(s.WARMUP_ITERS / max_iter, 1.0), s.WARMUP_METHOD
+    )
     return LRMultiplier(optimizer, multiplier=sched, max_iter=max_iter)

@@ -21,8 +21,11 @@ logger = logging.getLogger(__name__)
 def seed_all_rng(seed: int | None = None) -> int:
     """Seed python, numpy and torch; ``None`` or negative derives a seed (returned, logged)."""
     if seed is None or seed < 0:
-        seed = (os.getpid() + int(datetime.now().strftime("%S%f")) +
-                int.from_bytes(os.urandom(2), "big")) % (2**31)
+        seed = (
+            os.getpid()
+            + int(datetime.now().strftime("%S%f"))
+            + int.from_bytes(os.urandom(2), "big")
+        ) % (2**31)
         logger.info("Using a generated random seed %d", seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -40,13 +43,27 @@ def set_deterministic(enabled: bool = True) -> None:
 
 def collect_env_info() -> str:
     """A table of versions (python, torch, torchvision, fvcore, ...) and devices."""
-    rows = [("sys.platform", sys.platform), ("Python", sys.version.replace("\n", "")),
-            ("machine", platform.machine())]
-    for mod in ("numpy", "torch", "torchvision", "fvcore", "iopath", "cv2", "scipy",
-                "pycocotools", "reid_plugins"):
+    rows = [
+        ("sys.platform", sys.platform),
+        ("Python", sys.version.replace("\n", "")),
+        ("machine", platform.machine()),
+    ]
+    for mod in (
+        "numpy",
+        "torch",
+        "torchvision",
+        "fvcore",
+        "iopath",
+        "cv2",
+        "scipy",
+        "pycocotools",
+        "reid_plugins",
+    ):
         try:
             m = importlib.import_module(mod)
-            rows.append((mod, getattr(m, "__version__", "unknown") + f" @{os.path.dirname(m.__file__)}"))
+            rows.append(
+                (mod, getattr(m, "__version__", "unknown") + f" @{os.path.dirname(m.__file__)}")
+            )
         except Exception as e:  # noqa: BLE001 - report whatever failed
             rows.append((mod, f"not available ({type(e).__name__})"))
     rows.append(("CUDA available", str(torch.cuda.is_available())))

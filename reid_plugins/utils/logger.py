@@ -22,8 +22,13 @@ class _ColorfulFormatter(logging.Formatter):
 
 
 @functools.lru_cache()
-def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *,
-                 color: bool = True, name: str = "reid_plugins") -> logging.Logger:
+def setup_logger(
+    output: Optional[str] = None,
+    distributed_rank: int = 0,
+    *,
+    color: bool = True,
+    name: str = "reid_plugins",
+) -> logging.Logger:
     """Configure the ``name`` logger (idempotent per arguments).
 
     Args:
@@ -51,7 +56,8 @@ def setup_logger(output: Optional[str] = None, distributed_rank: int = 0, *,
         os.makedirs(os.path.dirname(os.path.abspath(filename)), exist_ok=True)
         fh = logging.FileHandler(filename, mode="a")
         fh.setLevel(logging.DEBUG)
-        fh.setFormatter(logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s",
-                                          datefmt))
+        fh.setFormatter(
+            logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt)
+        )
         logger.addHandler(fh)
     return logger

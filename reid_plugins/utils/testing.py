@@ -132,3 +132,99 @@ def toy_ddp_worker(output_dir: str, max_iter: int = 6) -> None:
          "reduced": float(reduced), "world_size": comm.get_world_size()},
         os.path.join(output_dir, f"rank{rank}.pt"),
     )
+
+
+# ----------------------------------------------------------------------------- reliability tests
+def write_tiny_image(path, seed: int = 0, size=(32, 16)) -> str:
+    """Write a small random RGB image (format from the extension, e.g. .jpg / .png).
+
+    Args:
+        path: destination file.
+        seed: pixels are drawn from ``numpy.random.default_rng(seed)``.
+        size: ``(height, width)``.
+
+    Returns:
+        ``str(path)``.
+    """
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, size=(int(size[0]), int(size[1]), 3), dtype=np.uint8)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"write_tiny_image: OpenCV could not write '{path}'")
+    return str(path)
+
+
+class FixedFeatureModel(nn.Module):
+    """Evaluation-only model returning a fixed feature per input.
+
+    ``model(batch)`` returns ``[{"feature": features[x["feature_index"]]}, ...]`` and records
+    the indices it saw in :attr:`seen` (so tests can check how data was sharded).
+
+    Args:
+        features: ``(N, D)`` float tensor, one row per ``feature_index``.
+    """
+
+    def __init__(self, *, features: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("features", torch.as_tensor(features, dtype=torch.float32))
+        self.seen: List[int] = []
+
+    def forward(self, batched_inputs: List[Dict]):
+        if self.training:
+            raise RuntimeError("FixedFeatureModel is an evaluation-only model")
+        out = []
+        for x in batched_inputs:
+            idx = int(x["feature_index"])
+            self.seen.append(idx)
+            out.append({"feature": self.features[idx].clone()})
+        return out
+
+
+def reid_eval_worker(work_dir: str) -> None:
+    """Evaluate :class:`FixedFeatureModel` in the current process group (used by the DDP test).
+
+    Reads ``<work_dir>/eval_input.pt`` = ``{"name", "records", "features", "metric",
+    "batch_size"}`` (records carry a ``feature_index`` and point at real image files),
+    registers the test set ``name`` if needed and runs the real path:
+    ``build_reid_test_loader`` (contiguous shard per rank) -> ``inference_on_dataset`` ->
+    :class:`~reid_plugins.evaluation.ReIDEvaluator` (``comm.gather`` to rank 0). The main
+    process writes ``<work_dir>/eval_ws<world_size>.json`` with the metrics, the indices each
+    rank evaluated, and the evaluator's per-query top-k dump under ``ws<world_size>/``.
+    """
+    import json
+    import os
+
+    from ..config import get_cfg
+    from ..data import DatasetCatalog, build_reid_test_loader
+    from ..evaluation import inference_on_dataset
+    from ..evaluation.reid_evaluation import ReIDEvaluator
+    from . import comm
+
+    data = torch.load(os.path.join(work_dir, "eval_input.pt"), weights_only=False)
+    name = data["name"]
+    if name not in DatasetCatalog:
+        records = data["records"]
+        DatasetCatalog.register(name, lambda: [dict(r) for r in records])
+    cfg = get_cfg()
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.INPUT.SIZE_TEST = [32, 16]
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.TEST.IMS_PER_BATCH = int(data["batch_size"])
+    cfg.TEST.METRIC = data["metric"]
+    cfg.TEST.MAX_RANK = 10
+    world = comm.get_world_size()
+    loader, _ = build_reid_test_loader(cfg, name)
+    model = FixedFeatureModel(features=data["features"])
+    evaluator = ReIDEvaluator.from_config(
+        cfg, name, output_dir=os.path.join(work_dir, f"ws{world}")
+    )
+    results = inference_on_dataset(model, loader, evaluator)
+    shards = comm.all_gather(model.seen)
+    if comm.is_main_process():
+        with open(os.path.join(work_dir, f"eval_ws{world}.json"), "w") as f:
+            json.dump({"results": results, "shards": shards, "world_size": world}, f)
+
+
+__all__ += ["write_tiny_image", "FixedFeatureModel", "reid_eval_worker"]

@@ -18,8 +18,17 @@ def _write(path, text):
 
 def test_defaults_have_documented_sections():
     cfg = get_cfg()
-    for key in ("MODEL", "INPUT", "DATASETS", "DATALOADER", "SOLVER", "TEST", "OUTPUT_DIR",
-                "SEED", "VERSION"):
+    for key in (
+        "MODEL",
+        "INPUT",
+        "DATASETS",
+        "DATALOADER",
+        "SOLVER",
+        "TEST",
+        "OUTPUT_DIR",
+        "SEED",
+        "VERSION",
+    ):
         assert key in cfg
     # get_cfg returns independent copies
     a, b = get_cfg(), get_cfg()

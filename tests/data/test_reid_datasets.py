@@ -507,7 +507,6 @@ def test_cuhk_sysu_reid_crops(root):
         ("msmt17_v2_combined_train", "msmt17/MSMT17_V2"),
         ("cuhk03_train", "cuhk03/cuhk03_release/cuhk-03.mat"),
         ("cuhk_sysu_reid_train", "cuhk_sysu/annotation/test/train_test/Train.mat"),
-        ("synthetic_reid_synA_train", "synthetic_reid/synA"),
     ],
 )
 def test_missing_root_names_path(root, name, expected):

@@ -41,9 +41,14 @@ def test_hooks_called_in_order():
     trainer.train(0, 2)
     expected = [("a", "before_train"), ("b", "before_train")]
     for it in range(2):
-        expected += [("a", "before_step", it), ("b", "before_step", it),
-                     ("a", "after_backward", it), ("b", "after_backward", it),
-                     ("a", "after_step", it), ("b", "after_step", it)]
+        expected += [
+            ("a", "before_step", it),
+            ("b", "before_step", it),
+            ("a", "after_backward", it),
+            ("b", "after_backward", it),
+            ("a", "after_step", it),
+            ("b", "after_step", it),
+        ]
     expected += [("a", "after_train"), ("b", "after_train")]
     assert log == expected
 

@@ -58,8 +58,8 @@ def test_ivf_with_all_cells_probed_is_exact():
     ivf = FaissGalleryIndex(metric="cosine", index_type="ivf", nlist=4, nprobe=4).add(g)
     np.testing.assert_array_equal(ivf.search(q, 20)[1], flat)
     # Fewer probes: approximate but still returns sorted, valid indices.
-    d1, i1 = FaissGalleryIndex(metric="cosine", index_type="ivf", nlist=8, nprobe=1).add(g).search(
-        q, 10
+    d1, i1 = (
+        FaissGalleryIndex(metric="cosine", index_type="ivf", nlist=8, nprobe=1).add(g).search(q, 10)
     )
     assert (np.diff(d1, axis=1)[np.isfinite(d1[:, 1:])] >= 0).all()
     assert ((i1 >= -1) & (i1 < g.shape[0])).all()
@@ -169,7 +169,11 @@ def test_evaluator_from_config_and_conflicts():
     cfg.TEST.FAISS.INDEX = "ivf"
     cfg.TEST.FAISS.NLIST = 4
     ev = ReIDEvaluator.from_config(cfg, "x")
-    assert ev.faiss_topk == 7 and ev.faiss_options == {"index_type": "ivf", "nlist": 4, "nprobe": 16}
+    assert ev.faiss_topk == 7 and ev.faiss_options == {
+        "index_type": "ivf",
+        "nlist": 4,
+        "nprobe": 16,
+    }
     cfg.TEST.FAISS.ENABLED = False
     assert ReIDEvaluator.from_config(cfg, "x").faiss_topk == 0
     with pytest.raises(ValueError, match="TEST.RERANK"):

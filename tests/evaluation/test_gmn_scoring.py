@@ -27,9 +27,18 @@ def _model(topk=0, w=0.5, chunk=16384, mnet=True):
         net.set_dp_active(True)  # must not matter at test time
     head = torch.nn.Identity()
     head.feat_dim = DIM
-    return GMN(backbone=torch.nn.Identity(), head=head, pixel_mean=[0.0] * 3,
-               pixel_std=[1.0] * 3, triplet_loss=torch.nn.Identity(), metric_net=net,
-               test_with_mnet=mnet, test_topk=topk, fusion_weight=w, pair_chunk=chunk)
+    return GMN(
+        backbone=torch.nn.Identity(),
+        head=head,
+        pixel_mean=[0.0] * 3,
+        pixel_std=[1.0] * 3,
+        triplet_loss=torch.nn.Identity(),
+        metric_net=net,
+        test_with_mnet=mnet,
+        test_topk=topk,
+        fusion_weight=w,
+        pair_chunk=chunk,
+    )
 
 
 def _feats(n, seed):
@@ -41,8 +50,7 @@ def test_full_scoring_formula_and_chunking():
     q, g = _feats(5, 1), _feats(9, 2)
     qn, gn = F.normalize(q, dim=1), F.normalize(g, dim=1)
     model.metric_net.eval()
-    logits = model.metric_net(
-        pair_features(qn.repeat_interleave(9, 0), gn.repeat(5, 1))).view(5, 9)
+    logits = model.metric_net(pair_features(qn.repeat_interleave(9, 0), gn.repeat(5, 1))).view(5, 9)
     d_inst = (1 - qn @ gn.t()) / 2
     expected = 0.7 * d_inst + 0.3 * (1 - torch.sigmoid(logits))
     model.metric_net.train()
@@ -72,8 +80,9 @@ def test_topk_rescoring_only_changes_the_topk():
     for i in range(6):
         top = inst_rank[i, :k]
         assert new_rank[i, :k].tolist() == top[full[i, top].argsort(stable=True)].tolist()
-    torch.testing.assert_close(topk.gather(1, inst_rank[:, :k]) + 2.0,
-                               full.gather(1, inst_rank[:, :k]))
+    torch.testing.assert_close(
+        topk.gather(1, inst_rank[:, :k]) + 2.0, full.gather(1, inst_rank[:, :k])
+    )
     torch.testing.assert_close(topk.gather(1, inst_rank[:, k:]), d_inst.gather(1, inst_rank[:, k:]))
     # The re-scoring does change the order somewhere (otherwise the test proves nothing).
     assert not torch.equal(new_rank[:, :k], inst_rank[:, :k])
@@ -83,8 +92,12 @@ def test_topk_rescoring_only_changes_the_topk():
 
 def _labels(nq, ng, seed):
     rng = np.random.default_rng(seed)
-    return (rng.integers(0, 5, nq), rng.integers(0, 5, ng), rng.integers(0, 2, nq),
-            rng.integers(0, 3, ng))
+    return (
+        rng.integers(0, 5, nq),
+        rng.integers(0, 5, ng),
+        rng.integers(0, 2, nq),
+        rng.integers(0, 3, ng),
+    )
 
 
 @pytest.mark.parametrize("topk", [0, 3])
@@ -92,12 +105,17 @@ def test_evaluator_with_model_scores_equals_evaluate_rank(topk):
     model = _model(topk=topk)
     q, g = _feats(7, 5), _feats(20, 6)
     qp, gp, qc, gc = _labels(7, 20, 0)
-    ev = ReIDEvaluator(dataset_name="toy", pairwise_fn=model.pairwise_distance, chunk_size=3,
-                       max_rank=10)
-    inputs = [{"pid": int(p), "camid": int(c), "is_query": True, "file_name": f"q{i}"}
-              for i, (p, c) in enumerate(zip(qp, qc))]
-    inputs += [{"pid": int(p), "camid": int(c), "is_query": False, "file_name": f"g{i}"}
-               for i, (p, c) in enumerate(zip(gp, gc))]
+    ev = ReIDEvaluator(
+        dataset_name="toy", pairwise_fn=model.pairwise_distance, chunk_size=3, max_rank=10
+    )
+    inputs = [
+        {"pid": int(p), "camid": int(c), "is_query": True, "file_name": f"q{i}"}
+        for i, (p, c) in enumerate(zip(qp, qc))
+    ]
+    inputs += [
+        {"pid": int(p), "camid": int(c), "is_query": False, "file_name": f"g{i}"}
+        for i, (p, c) in enumerate(zip(gp, gc))
+    ]
     feats = torch.cat([q, g])
     for s in range(0, len(inputs), 8):  # batches as the loader would give them
         ev.process(inputs[s : s + 8], [{"feature": f} for f in feats[s : s + 8]])
@@ -120,8 +138,9 @@ def test_trainer_builds_pairwise_or_cosine_evaluator():
     # M-Net switched off at test time (config switch) or absent: plain cosine evaluation
     model.test_with_mnet = False
     assert GMNTrainer.build_evaluator(cfg, "toy", None, model=model).pairwise_fn is None
-    assert GMNTrainer.build_evaluator(cfg, "toy", None, model=_model(mnet=False)).pairwise_fn \
-        is None
+    assert (
+        GMNTrainer.build_evaluator(cfg, "toy", None, model=_model(mnet=False)).pairwise_fn is None
+    )
     assert GMNTrainer.build_evaluator(cfg, "toy", None).pairwise_fn is None
 
 

@@ -13,11 +13,20 @@ def _model(memory=False, ce=True, num_pids=(4, 4)):
     torch.manual_seed(0)
     backbone = ResNet(depth=18, base_width=8, out_features=("res5",))
     head = EmbeddingHead(feat_dim=64, num_classes=sum(num_pids) if ce else 0)
-    mem = (MemoryLoss(num_pids_per_domain=list(num_pids), feat_dim=64, momentum=0.2,
-                      temperature=0.05) if memory else None)
-    return ReIDBaseline(backbone=backbone, head=head, pixel_mean=[120.0] * 3,
-                        pixel_std=[60.0] * 3, ce_loss=CrossEntropyLoss(epsilon=0.1) if ce else None,
-                        triplet_loss=TripletLoss(margin=0.3), memory_loss=mem)
+    mem = (
+        MemoryLoss(num_pids_per_domain=list(num_pids), feat_dim=64, momentum=0.2, temperature=0.05)
+        if memory
+        else None
+    )
+    return ReIDBaseline(
+        backbone=backbone,
+        head=head,
+        pixel_mean=[120.0] * 3,
+        pixel_std=[60.0] * 3,
+        ce_loss=CrossEntropyLoss(epsilon=0.1) if ce else None,
+        triplet_loss=TripletLoss(margin=0.3),
+        memory_loss=mem,
+    )
 
 
 def _batch(domain, num_ids=4, k=2, seed=0):
@@ -27,8 +36,9 @@ def _batch(domain, num_ids=4, k=2, seed=0):
     for p in range(num_ids):
         for _ in range(k):
             img = (protos[p] + 20 * torch.randn(3, 32, 16, generator=g)).clamp(0, 255)
-            out.append({"image": img, "pid": p + 4 * domain, "domain_pid": p, "domain": domain,
-                        "camid": 0})
+            out.append(
+                {"image": img, "pid": p + 4 * domain, "domain_pid": p, "domain": domain, "camid": 0}
+            )
     return out
 
 
@@ -100,5 +110,6 @@ def test_ghost_bn_normalises_groups_separately():
     y = bn(x)
     for g in (y[:2], y[2:]):
         assert torch.allclose(g.mean(0), torch.zeros(3), atol=1e-5)
-    assert torch.allclose(GhostBatchNorm1d(3, split=0).train()(x).mean(0), torch.zeros(3),
-                          atol=1e-5)
+    assert torch.allclose(
+        GhostBatchNorm1d(3, split=0).train()(x).mean(0), torch.zeros(3), atol=1e-5
+    )

@@ -194,8 +194,13 @@ def test_dp_hook_switches_on_after_warmup_and_survives_resume(tmp_path):
     trainer.register_hooks([_Record(log)])
     trainer.resume_or_load(resume=False)
     trainer.train()
-    assert [(it, on) for it, on, _ in log] == [(0, False), (1, False), (2, False), (3, True),
-                                               (4, True)]
+    assert [(it, on) for it, on, _ in log] == [
+        (0, False),
+        (1, False),
+        (2, False),
+        (3, True),
+        (4, True),
+    ]
     assert os.path.isfile(tmp_path / "model_0000003.pth")
 
     # Resume from the checkpoint after iteration 3: the flag is restored with the model
@@ -243,5 +248,6 @@ def test_dp_really_perturbs_training_pairs_only_after_the_flag():
     c, d = model.pair_losses(feats, pids), model.pair_losses(feats, pids)
     assert not torch.allclose(c["loss_gmn"], d["loss_gmn"])
     model.eval()  # test-time scoring is never perturbed
-    torch.testing.assert_close(model.pairwise_distance(feats, feats),
-                               model.pairwise_distance(feats, feats))
+    torch.testing.assert_close(
+        model.pairwise_distance(feats, feats), model.pairwise_distance(feats, feats)
+    )

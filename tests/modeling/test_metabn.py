@@ -57,7 +57,7 @@ def test_meta_train_saves_per_call_statistics_and_normalises_plainly():
     torch.testing.assert_close(bn(b), ref(b))
     assert len(bn.saved_stats) == 2  # one entry per meta-train domain (forward call)
     for saved, x in zip(bn.saved_stats, (a, b)):
-        (mean, var), = saved
+        ((mean, var),) = saved
         torch.testing.assert_close(mean, x.mean(0))
         torch.testing.assert_close(var, x.var(0, unbiased=False))
         assert not mean.requires_grad and not var.requires_grad
@@ -102,8 +102,11 @@ def test_meta_test_mix_equations_with_fixed_lambda_and_z():
 
 def test_sample_scale_var_mode_uses_variance_as_scale():
     seen = []
-    bn = _bn(sample_scale="var", lam_sampler=lambda: 0.5,
-             z_sampler=lambda m, s, n: seen.append(s) or torch.zeros(n, 3))
+    bn = _bn(
+        sample_scale="var",
+        lam_sampler=lambda: 0.5,
+        z_sampler=lambda m, s, n: seen.append(s) or torch.zeros(n, 3),
+    )
     d = torch.randn(6, 3) * 3
     bn.set_mode("meta_train")
     bn(d)
@@ -145,8 +148,8 @@ def test_ghost_split_groups_save_and_normalise_separately():
     for g in range(2):
         mean, var = bn.saved_stats[0][g]
         z = mean.expand(2, -1) + var.sqrt()
-        expected = _own_stats_bn(0.6 * f_t[2 * g: 2 * g + 2] + 0.4 * z, bn.weight, bn.bias)
-        torch.testing.assert_close(out[2 * g: 2 * g + 2], expected)
+        expected = _own_stats_bn(0.6 * f_t[2 * g : 2 * g + 2] + 0.4 * z, bn.weight, bn.bias)
+        torch.testing.assert_close(out[2 * g : 2 * g + 2], expected)
 
 
 def test_meta_test_without_statistics_raises():

@@ -100,6 +100,15 @@ def test_score_matrix_chunked_equals_unchunked_and_explicit_pairs():
         torch.testing.assert_close(net.score_matrix(q, gal, pair_chunk=chunk), full)
     qi, gi = torch.tensor([0, 6, 3, 3]), torch.tensor([10, 0, 2, 2])
     torch.testing.assert_close(net.score_pairs(q, gal, qi, gi, pair_chunk=3), full[qi, gi])
+    idx = torch.tensor([[3, 1, 9]] * 7) + torch.arange(7).view(7, 1) % 2
+    for chunk in (1, 4, 100):
+        torch.testing.assert_close(
+            net.score_topk(q, gal, idx, pair_chunk=chunk), full.gather(1, idx)
+        )
+    # Scoring uses eval-mode semantics (running BN statistics, no DP) in any mode.
+    net.train()
+    net.set_dp_active(True)
+    torch.testing.assert_close(net.score_matrix(q, gal, pair_chunk=5), full)
 
 
 # ----------------------------------------------------------------------------- #

@@ -42,8 +42,9 @@ def test_pic_normalised_is_scale_invariant_and_zero_for_identical_pairs():
     same = emb[:1].repeat(4, 1) * torch.tensor([[1.0], [2.0], [0.5], [4.0]])
     assert pic(same, torch.zeros(4, dtype=torch.long)).item() == pytest.approx(0.0, abs=1e-7)
     # Differs from the unnormalised value on the same input.
-    assert not torch.allclose(pic(emb, keys), PairIdentityCenterLoss(norm_feat=False, weight=1.0)(
-        emb, keys))
+    assert not torch.allclose(
+        pic(emb, keys), PairIdentityCenterLoss(norm_feat=False, weight=1.0)(emb, keys)
+    )
 
 
 def test_pic_no_group_is_a_connected_zero_and_errors():

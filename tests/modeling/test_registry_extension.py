@@ -36,11 +36,14 @@ def test_user_registered_backbone_trains_one_iteration():
     assert isinstance(model.backbone, TinyUserBackbone)
 
     g = torch.Generator().manual_seed(0)
-    batch = [{"image": torch.rand(3, 16, 8, generator=g) * 255, "pid": i // 2, "camid": 0}
-             for i in range(8)]
+    batch = [
+        {"image": torch.rand(3, 16, 8, generator=g) * 255, "pid": i // 2, "camid": 0}
+        for i in range(8)
+    ]
     before = model.backbone.conv.weight.detach().clone()
-    trainer = SimpleTrainer(model, iter(lambda: batch, None),
-                            torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer = SimpleTrainer(
+        model, iter(lambda: batch, None), torch.optim.SGD(model.parameters(), lr=0.1)
+    )
     trainer.train(0, 1)
     assert trainer.storage.history("loss_cls").latest() > 0
     assert trainer.storage.history("loss_triplet").latest() >= 0

@@ -12,8 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _load_train_net():
-    spec = importlib.util.spec_from_file_location("train_net", os.path.join(REPO, "tools",
-                                                                             "train_net.py"))
+    spec = importlib.util.spec_from_file_location(
+        "train_net", os.path.join(REPO, "tools", "train_net.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -22,17 +23,46 @@ def _load_train_net():
 @pytest.fixture(scope="module")
 def tiny_synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
-    generate_synthetic_reid(str(root), num_train_ids=6, num_test_ids=4, images_per_id_per_cam=2,
-                            num_cams=2, num_distractors=1, num_junk=1, progress=False)
+    generate_synthetic_reid(
+        str(root),
+        num_train_ids=6,
+        num_test_ids=4,
+        images_per_id_per_cam=2,
+        num_cams=2,
+        num_distractors=1,
+        num_junk=1,
+        progress=False,
+    )
     return str(root)
 
 
 TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.BASE_WIDTH", "8", "SOLVER.MAX_ITER", "4",
-    "SOLVER.STEPS", "[3]", "SOLVER.WARMUP_ITERS", "1", "SOLVER.IMS_PER_BATCH", "8",
-    "DATALOADER.NUM_INSTANCE", "2", "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "2",
-    "TEST.IMS_PER_BATCH", "32", "LOG_PERIOD", "1", "INPUT.SIZE_TRAIN", "[32,16]",
-    "INPUT.SIZE_TEST", "[32,16]",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.BACKBONE.BASE_WIDTH",
+    "8",
+    "SOLVER.MAX_ITER",
+    "4",
+    "SOLVER.STEPS",
+    "[3]",
+    "SOLVER.WARMUP_ITERS",
+    "1",
+    "SOLVER.IMS_PER_BATCH",
+    "8",
+    "DATALOADER.NUM_INSTANCE",
+    "2",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "2",
+    "TEST.IMS_PER_BATCH",
+    "32",
+    "LOG_PERIOD",
+    "1",
+    "INPUT.SIZE_TRAIN",
+    "[32,16]",
+    "INPUT.SIZE_TEST",
+    "[32,16]",
 ]
 
 
@@ -61,9 +91,14 @@ def test_train_resume_and_eval_only(tiny_synthetic, tmp_path, monkeypatch):
     assert trainer_results is None or "reid" in trainer_results
 
     # --eval-only reproduces the metrics of the final model
-    ev = train_net.main(train_net.default_argument_parser().parse_args(
-        args[:2] + ["--eval-only"] + args[2:] + ["MODEL.WEIGHTS",
-                                                 os.path.join(out, "model_final.pth")]))
+    ev = train_net.main(
+        train_net.default_argument_parser().parse_args(
+            args[:2]
+            + ["--eval-only"]
+            + args[2:]
+            + ["MODEL.WEIGHTS", os.path.join(out, "model_final.pth")]
+        )
+    )
     assert ev["reid"]["mAP"] == pytest.approx(reid["mAP"], abs=1e-6)
 
 
@@ -72,7 +107,12 @@ def test_unknown_override_is_a_clear_error(tiny_synthetic, monkeypatch):
 
     train_net = _load_train_net()
     args = train_net.default_argument_parser().parse_args(
-        ["--config-file", os.path.join(REPO, "projects", "baseline", "synthetic_dg.yaml"),
-         "SOLVER.BASE_LRR", "0.1"])
+        [
+            "--config-file",
+            os.path.join(REPO, "projects", "baseline", "synthetic_dg.yaml"),
+            "SOLVER.BASE_LRR",
+            "0.1",
+        ]
+    )
     with pytest.raises(ConfigError, match="SOLVER.BASE_LRR"):
         train_net.setup(args)

@@ -7,3 +7,4 @@ from . import market1501, dukemtmc, cuhk03, msmt17, cuhk_sysu_reid  # noqa: F401
 from . import builtin  # noqa: F401  (registers the ReID names: see builtin.py)
 from .common import combine_sources, domain_pid_counts  # noqa: F401
 from .market1501 import register_market_style  # noqa: F401
+from .. import person_crops  # noqa: F401,E402  (registers <scene>_crops_{train,test})

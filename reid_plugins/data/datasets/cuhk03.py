@@ -66,7 +66,12 @@ def _iter_mat(mat_path: str, subsets) -> Tuple[Iterator, List[np.ndarray]]:
     test splits as (K, 2) int arrays). HDF5 (v7.3) needs h5py; v5 files use scipy."""
     import h5py
 
-    f = h5py.File(mat_path, "r")
+    try:
+        f = h5py.File(mat_path, "r")
+    except OSError as e:
+        raise ValueError(
+            f"Cannot read MATLAB v7.3 file '{mat_path}' (truncated or corrupt?): {e}"
+        ) from e
 
     def deref(ref):
         return f[ref][()]
@@ -91,9 +96,7 @@ def _iter_mat(mat_path: str, subsets) -> Tuple[Iterator, List[np.ndarray]]:
 
 
 def _iter_mat_v5(mat_path: str, subsets) -> Tuple[Iterator, List[np.ndarray]]:
-    from scipy.io import loadmat
-
-    m = loadmat(mat_path)
+    m = _loadmat(mat_path, ("testsets",))
     testsets = [np.asarray(t).astype(np.int64).reshape(-1, 2) for t in np.ravel(m["testsets"])]
 
     def gen():
@@ -160,6 +163,20 @@ def extract_cuhk03_images(cuhk03_dir: str, subsets=SUBSETS) -> str:
     for s in todo:
         open(os.path.join(out, f".{s}_done"), "w").close()
     return out
+
+
+def _loadmat(path: str, keys=(), **kwargs) -> Dict[str, Any]:
+    """``scipy.io.loadmat`` whose errors name the file (truncated / corrupt / missing keys)."""
+    from scipy.io import loadmat
+
+    try:
+        m = loadmat(path, **kwargs)
+    except Exception as e:  # scipy raises several types for corrupt files
+        raise ValueError(f"Cannot read MATLAB file '{path}' (truncated or corrupt?): {e}") from e
+    missing = [k for k in keys if k not in m]
+    if missing:
+        raise ValueError(f"MATLAB file '{path}' lacks {missing}")
+    return m
 
 
 def _is_hdf5(path: str) -> bool:
@@ -269,9 +286,7 @@ def _mat_vector(m: Dict[str, Any], key: str, path: str) -> np.ndarray:
 def _load_np_mat(
     root: str, config: str, subset: str, split: str, name: str
 ) -> List[Dict[str, Any]]:
-    from scipy.io import loadmat
-
-    m = loadmat(config, squeeze_me=True)
+    m = _loadmat(config, (), squeeze_me=True)
     labels = _mat_vector(m, "labels", config).astype(np.int64)
     cams = _mat_vector(m, "camId", config).astype(np.int64)
     files = [

@@ -9,8 +9,13 @@ import torch.nn.functional as F
 from fvcore.common.registry import Registry
 from torch import nn
 
-__all__ = ["REID_HEADS_REGISTRY", "EmbeddingHead", "GeneralizedMeanPooling", "build_reid_head",
-           "GhostBatchNorm1d"]
+__all__ = [
+    "REID_HEADS_REGISTRY",
+    "EmbeddingHead",
+    "GeneralizedMeanPooling",
+    "build_reid_head",
+    "GhostBatchNorm1d",
+]
 
 REID_HEADS_REGISTRY = Registry("REID_HEADS")
 REID_HEADS_REGISTRY.__doc__ = """
@@ -66,11 +71,22 @@ class EmbeddingHead(nn.Module):
         cls_layer: "linear" (no bias) or "none".
     """
 
-    def __init__(self, *, feat_dim: int, num_classes: int = 0, pool: str = "avg",
-                 neck: str = "bnneck", bn_split: int = 0, cls_layer: str = "linear") -> None:
+    def __init__(
+        self,
+        *,
+        feat_dim: int,
+        num_classes: int = 0,
+        pool: str = "avg",
+        neck: str = "bnneck",
+        bn_split: int = 0,
+        cls_layer: str = "linear",
+    ) -> None:
         super().__init__()
-        pools = {"avg": nn.AdaptiveAvgPool2d(1), "max": nn.AdaptiveMaxPool2d(1),
-                 "gem": GeneralizedMeanPooling()}
+        pools = {
+            "avg": nn.AdaptiveAvgPool2d(1),
+            "max": nn.AdaptiveMaxPool2d(1),
+            "gem": GeneralizedMeanPooling(),
+        }
         if pool not in pools:
             raise ValueError(f"MODEL.HEADS.POOL must be one of {sorted(pools)}, got '{pool}'")
         self.pool = pools[pool]
@@ -96,8 +112,14 @@ class EmbeddingHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, *, feat_dim: int, num_classes: int) -> "EmbeddingHead":
         h = cfg.MODEL.HEADS
-        return cls(feat_dim=feat_dim, num_classes=num_classes, pool=h.POOL, neck=h.NECK,
-                   bn_split=h.BN_SPLIT, cls_layer=h.CLS_LAYER)
+        return cls(
+            feat_dim=feat_dim,
+            num_classes=num_classes,
+            pool=h.POOL,
+            neck=h.NECK,
+            bn_split=h.BN_SPLIT,
+            cls_layer=h.CLS_LAYER,
+        )
 
     def forward(self, features: torch.Tensor) -> Dict[str, torch.Tensor]:
         pre = self.pool(features).flatten(1)
@@ -112,7 +134,10 @@ def build_reid_head(cfg, *, feat_dim: int, num_classes: int) -> nn.Module:
     """Build ``MODEL.HEADS.NAME`` from :data:`REID_HEADS_REGISTRY`."""
     name = cfg.MODEL.HEADS.NAME
     if name not in REID_HEADS_REGISTRY:
-        raise KeyError(f"MODEL.HEADS.NAME='{name}' is not registered; registered: "
-                       f"{sorted(k for k, _ in REID_HEADS_REGISTRY)}")
-    return REID_HEADS_REGISTRY.get(name).from_config(cfg, feat_dim=feat_dim,
-                                                      num_classes=num_classes)
+        raise KeyError(
+            f"MODEL.HEADS.NAME='{name}' is not registered; registered: "
+            f"{sorted(k for k, _ in REID_HEADS_REGISTRY)}"
+        )
+    return REID_HEADS_REGISTRY.get(name).from_config(
+        cfg, feat_dim=feat_dim, num_classes=num_classes
+    )

@@ -219,8 +219,10 @@ class MetaBNHead(EmbeddingHead):
             )
         h, m = cfg.MODEL.HEADS, cfg.MODEL.M3L
         if h.NECK != "bnneck":
-            raise ValueError(f"MetaBNHead replaces the BNNeck: MODEL.HEADS.NECK must be "
-                             f"'bnneck', got '{h.NECK}'")
+            raise ValueError(
+                f"MetaBNHead replaces the BNNeck: MODEL.HEADS.NECK must be "
+                f"'bnneck', got '{h.NECK}'"
+            )
         return cls(
             feat_dim=feat_dim,
             num_classes=num_classes,

@@ -138,6 +138,36 @@ class MetricNet(nn.Module):
         logits = self.classifier(emb).squeeze(1)
         return (logits, emb) if return_embedding else logits
 
+    # ------------------------------------------------------------------ test-time scoring
+    # The score_* methods compute eval-mode outputs (running BN statistics folded into the FC
+    # layers, no DP) whatever the module's mode, reusing pre-allocated buffers: peak extra
+    # memory ~ max(pair_chunk, k) * (D + sum(hidden_dims)) floats, independent of N_q, N_g.
+    def _eval_layers(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        """``(W^T, b)`` of every hidden block with its eval-mode BN folded in."""
+        layers = []
+        for block in self.blocks:
+            lin = block[0]
+            w = lin.weight
+            b = lin.bias if lin.bias is not None else w.new_zeros(w.shape[0])
+            if self.norm == "BN":
+                bn = block[1]
+                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                w = w * scale.unsqueeze(1)
+                b = (b - bn.running_mean) * scale + bn.bias
+            layers.append((w.t().contiguous(), b.contiguous()))
+        return layers
+
+    def _eval_logits(self, f: torch.Tensor, layers, bufs: List[torch.Tensor]) -> torch.Tensor:
+        x = f
+        for (wt, b), buf in zip(layers, bufs):
+            out = buf[: x.shape[0]]
+            torch.addmm(b, x, wt, out=out)
+            x = out.clamp_(min=0)
+        return torch.addmv(self.classifier.bias, x, self.classifier.weight[0])
+
+    def _buffers_for(self, n: int, ref: torch.Tensor) -> List[torch.Tensor]:
+        return [ref.new_empty(n, h) for h in self.hidden_dims]
+
     @torch.no_grad()
     def score_pairs(
         self,
@@ -147,44 +177,83 @@ class MetricNet(nn.Module):
         g_idx: torch.Tensor,
         pair_chunk: int = 16384,
     ) -> torch.Tensor:
-        """Logits ``(M,)`` of the pairs ``(q[q_idx[i]], g[g_idx[i]])``, gathering and scoring
-        ``pair_chunk`` pairs at a time (no ``M x D`` tensor is formed). Call in eval mode."""
+        """Eval-mode logits ``(M,)`` of the pairs ``(q[q_idx[i]], g[g_idx[i]])``, gathered and
+        scored ``pair_chunk`` pairs at a time."""
         if q_idx.shape != g_idx.shape or q_idx.dim() != 1:
             raise ValueError(
                 f"MetricNet.score_pairs: q_idx and g_idx must be 1-D of equal length, got "
                 f"{tuple(q_idx.shape)} and {tuple(g_idx.shape)}"
             )
+        chunk = max(1, min(int(pair_chunk), q_idx.shape[0]))
+        layers, bufs = self._eval_layers(), self._buffers_for(chunk, q)
+        f_buf = q.new_empty(chunk, q.shape[1])
         out = q.new_empty(q_idx.shape[0])
-        chunk = max(1, int(pair_chunk))
         for s in range(0, q_idx.shape[0], chunk):
-            out[s : s + chunk] = self(
-                pair_features(q[q_idx[s : s + chunk]], g[g_idx[s : s + chunk]])
+            qi, gi = q_idx[s : s + chunk], g_idx[s : s + chunk]
+            f = f_buf[: qi.shape[0]]
+            torch.index_select(q, 0, qi, out=f)
+            f.sub_(g.index_select(0, gi)).pow_(2)
+            out[s : s + chunk] = self._eval_logits(f, layers, bufs)
+        return out
+
+    @torch.no_grad()
+    def score_topk(
+        self, q: torch.Tensor, g: torch.Tensor, idx: torch.Tensor, pair_chunk: int = 16384
+    ) -> torch.Tensor:
+        """Eval-mode logits ``(N_q, k)`` of the pairs ``(q[i], g[idx[i, j]])`` (e.g. each
+        query's k nearest gallery items), about ``pair_chunk`` pairs at a time."""
+        if idx.dim() != 2 or idx.shape[0] != q.shape[0]:
+            raise ValueError(
+                f"MetricNet.score_topk: idx must be (N_q, k) = ({q.shape[0]}, k), got "
+                f"{tuple(idx.shape)}"
             )
+        nq, k, dim = q.shape[0], idx.shape[1], q.shape[1]
+        out = q.new_empty(nq, k)
+        if nq == 0 or k == 0:
+            return out
+        qb = max(1, int(pair_chunk) // k)
+        n_max = min(qb, nq) * k
+        layers, bufs = self._eval_layers(), self._buffers_for(n_max, q)
+        f_buf = q.new_empty(n_max, dim)
+        for s in range(0, nq, qb):
+            qq = q[s : s + qb]
+            f = f_buf[: qq.shape[0] * k]
+            torch.index_select(g, 0, idx[s : s + qb].reshape(-1), out=f)
+            f.view(qq.shape[0], k, dim).sub_(qq.unsqueeze(1)).pow_(2)
+            out[s : s + qb] = self._eval_logits(f, layers, bufs).view(qq.shape[0], k)
         return out
 
     @torch.no_grad()
     def score_matrix(
         self, q: torch.Tensor, g: torch.Tensor, pair_chunk: int = 16384
     ) -> torch.Tensor:
-        """Logits ``(N_q, N_g)`` of every query-gallery pair, computed in blocks of at most
-        ``pair_chunk`` pairs (peak extra memory ~ ``pair_chunk * (D + hidden_dims[0])``
-        floats, independent of ``N_q`` and ``N_g``). Call in eval mode."""
+        """Eval-mode logits ``(N_q, N_g)`` of every query-gallery pair, in blocks of at most
+        ``pair_chunk`` pairs."""
         if q.dim() != 2 or g.dim() != 2 or q.shape[1] != g.shape[1]:
             raise ValueError(
                 f"MetricNet.score_matrix: need (N_q, D) and (N_g, D) features, got "
                 f"{tuple(q.shape)} and {tuple(g.shape)}"
             )
-        nq, ng = q.shape[0], g.shape[0]
+        nq, ng, dim = q.shape[0], g.shape[0], q.shape[1]
         out = q.new_empty(nq, ng)
+        if nq == 0 or ng == 0:
+            return out
         chunk = max(1, int(pair_chunk))
-        gb = max(1, min(ng, chunk))
+        gb = min(ng, chunk)
         qb = max(1, chunk // gb)
+        n_max = min(qb, nq) * gb
+        layers, bufs = self._eval_layers(), self._buffers_for(n_max, q)
+        f_buf = q.new_empty(n_max, dim)
         for qs in range(0, nq, qb):
             qq = q[qs : qs + qb]
             for gs in range(0, ng, gb):
                 gg = g[gs : gs + gb]
-                f = (qq.unsqueeze(1) - gg.unsqueeze(0)).pow_(2).reshape(-1, q.shape[1])
-                out[qs : qs + qb, gs : gs + gb] = self(f).view(qq.shape[0], gg.shape[0])
+                f = f_buf[: qq.shape[0] * gg.shape[0]]
+                torch.sub(
+                    qq.unsqueeze(1), gg.unsqueeze(0), out=f.view(qq.shape[0], gg.shape[0], dim)
+                )
+                logits = self._eval_logits(f.pow_(2), layers, bufs)
+                out[qs : qs + qb, gs : gs + gb] = logits.view(qq.shape[0], gg.shape[0])
         return out
 
     def extra_repr(self) -> str:

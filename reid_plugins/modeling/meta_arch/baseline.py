@@ -67,8 +67,10 @@ class ReIDBaseline(nn.Module):
         self.memory_loss = memory_loss
         self.in_feature = in_feature
         if ce_loss is not None and getattr(head, "num_classes", 0) == 0:
-            raise ValueError("Cross-entropy loss enabled but the head has no classifier "
-                             "(MODEL.HEADS.CLS_LAYER / NUM_CLASSES)")
+            raise ValueError(
+                "Cross-entropy loss enabled but the head has no classifier "
+                "(MODEL.HEADS.CLS_LAYER / NUM_CLASSES)"
+            )
         if ce_loss is None and triplet_loss is None and memory_loss is None:
             raise ValueError("ReIDBaseline needs at least one loss (MODEL.LOSSES.*.ENABLED)")
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -87,8 +89,10 @@ class ReIDBaseline(nn.Module):
         needs_data = (losses.CE.ENABLED and num_classes == 0) or losses.MEMORY.ENABLED
         if needs_data:
             if not cfg.DATASETS.TRAIN:
-                raise ValueError("MODEL.HEADS.NUM_CLASSES=0 (infer from data) or the memory loss "
-                                 "needs DATASETS.TRAIN to be set")
+                raise ValueError(
+                    "MODEL.HEADS.NUM_CLASSES=0 (infer from data) or the memory loss "
+                    "needs DATASETS.TRAIN to be set"
+                )
             records = get_reid_train_records(cfg)
             if num_classes == 0:
                 num_classes = max(int(r["pid"]) for r in records) + 1
@@ -98,7 +102,8 @@ class ReIDBaseline(nn.Module):
         memory = None
         if losses.MEMORY.ENABLED:
             memory = MemoryLoss.from_config(
-                cfg, num_pids_per_domain=get_train_pids_per_domain(cfg, records),
+                cfg,
+                num_pids_per_domain=get_train_pids_per_domain(cfg, records),
                 feat_dim=feat_dim,
             )
         return cls(
@@ -126,8 +131,10 @@ class ReIDBaseline(nn.Module):
         """Backbone + head outputs for a batch (the head's dict)."""
         feats = self.backbone(self.preprocess_image(batch))
         if self.in_feature not in feats:
-            raise KeyError(f"Backbone returned {sorted(feats)}, but the head needs "
-                           f"'{self.in_feature}' (MODEL.BACKBONE.OUT_FEATURES)")
+            raise KeyError(
+                f"Backbone returned {sorted(feats)}, but the head needs "
+                f"'{self.in_feature}' (MODEL.BACKBONE.OUT_FEATURES)"
+            )
         return self.head(feats[self.in_feature])
 
     def _targets(self, batch: Batch, key: str) -> torch.Tensor:
@@ -162,8 +169,10 @@ class ReIDBaseline(nn.Module):
         if self.memory_loss is not None:
             domain = int(batch[0].get("domain", 0))
             if any(int(b.get("domain", 0)) != domain for b in batch):
-                raise ValueError("A training batch mixes domains; the memory loss needs one "
-                                 "domain per batch (DATALOADER.MULTI_SOURCE: True)")
+                raise ValueError(
+                    "A training batch mixes domains; the memory loss needs one "
+                    "domain per batch (DATALOADER.MULTI_SOURCE: True)"
+                )
             key = "domain_pid" if "domain_pid" in batch[0] else "pid"
             pids = self._targets(batch, key)
             losses["loss_memory"] = self.memory_loss(out["post_bn"], pids, domain)

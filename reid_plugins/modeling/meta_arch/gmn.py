@@ -16,7 +16,6 @@ Choices that the paper does not pin down are documented in ``projects/gmn/README
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from typing import Dict, Optional
 
 import torch
@@ -61,9 +60,9 @@ def fused_pairwise_distance(
     fusion_weight: float = 0.5,
     pair_chunk: int = 16384,
 ) -> torch.Tensor:
-    """GMN's test-time distance (see :meth:`GMN.pairwise_distance`); ``metric_net`` must be in
-    eval mode. Besides M-Net's pair chunks it allocates two ``(N_q, N_g)`` float32 matrices
-    (full mode) or one plus ``N_q x k`` (top-k mode)."""
+    """GMN's test-time distance (see :meth:`GMN.pairwise_distance`), with M-Net's eval-mode
+    scores. Besides M-Net's pair-chunk buffers it allocates two ``(N_q, N_g)`` float32
+    matrices (full mode) or one plus ``N_q x k`` ones (top-k mode)."""
     q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
     d_inst = _half_cosine_distance(q, g)
     w = float(fusion_weight)
@@ -72,20 +71,8 @@ def fused_pairwise_distance(
         d_m = metric_net.score_matrix(q, g, pair_chunk).neg_().sigmoid_()  # 1 - sigmoid(x)
         return d_inst.mul_(1.0 - w).add_(d_m, alpha=w)
     vals, idx = d_inst.topk(k, dim=1, largest=False)
-    rows = torch.arange(q.shape[0], device=q.device).repeat_interleave(k)
-    logits = metric_net.score_pairs(q, g, rows, idx.reshape(-1), pair_chunk)
-    fused = (1.0 - w) * vals + w * torch.sigmoid(-logits).view_as(vals)
-    return d_inst.scatter_(1, idx, fused - 2.0)
-
-
-@contextmanager
-def _eval_mode(module: nn.Module):
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)
+    d_m = metric_net.score_topk(q, g, idx, pair_chunk).neg_().sigmoid_()
+    return d_inst.scatter_(1, idx, vals.mul_(1.0 - w).add_(d_m, alpha=w).sub_(2.0))
 
 
 @META_ARCH_REGISTRY.register()
@@ -135,25 +122,38 @@ class GMN(ReIDBaseline):
         pair_chunk: int = 16384,
     ) -> None:
         super().__init__(
-            backbone=backbone, head=head, pixel_mean=pixel_mean, pixel_std=pixel_std,
-            ce_loss=ce_loss, triplet_loss=triplet_loss, memory_loss=None, in_feature=in_feature,
+            backbone=backbone,
+            head=head,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            ce_loss=ce_loss,
+            triplet_loss=triplet_loss,
+            memory_loss=None,
+            in_feature=in_feature,
         )
         if metric_net is None and (pair_loss is not None or pic_loss is not None):
-            raise ValueError("GMN: the pair (L_gmn) and PIC losses need an M-Net "
-                             "(MODEL.GMN.MNET.ENABLED)")
+            raise ValueError(
+                "GMN: the pair (L_gmn) and PIC losses need an M-Net (MODEL.GMN.MNET.ENABLED)"
+            )
         if pic_loss is not None and pair_loss is None:
-            raise ValueError("GMN: the PIC loss needs the pair loss L_gmn "
-                             "(MODEL.GMN.LOSSES.BCE.ENABLED) so that M-Net is trained")
+            raise ValueError(
+                "GMN: the PIC loss needs the pair loss L_gmn "
+                "(MODEL.GMN.LOSSES.BCE.ENABLED) so that M-Net is trained"
+            )
         if test_with_mnet and metric_net is None:
             raise ValueError("GMN: MODEL.GMN.TEST.ENABLED needs an M-Net (MODEL.GMN.MNET.ENABLED)")
         if negatives not in NEGATIVE_MINING_MODES:
-            raise ValueError(f"MODEL.GMN.PAIRS.NEGATIVES must be one of "
-                             f"{NEGATIVE_MINING_MODES}, got '{negatives}'")
+            raise ValueError(
+                f"MODEL.GMN.PAIRS.NEGATIVES must be one of "
+                f"{NEGATIVE_MINING_MODES}, got '{negatives}'"
+            )
         if not 0.0 <= float(fusion_weight) <= 1.0:
             raise ValueError(f"MODEL.GMN.TEST.FUSION_WEIGHT must be in [0, 1], got {fusion_weight}")
         if int(test_topk) < 0 or int(pair_chunk) < 1:
-            raise ValueError(f"MODEL.GMN.TEST.TOPK must be >= 0 and PAIR_CHUNK >= 1, got "
-                             f"{test_topk} and {pair_chunk}")
+            raise ValueError(
+                f"MODEL.GMN.TEST.TOPK must be >= 0 and PAIR_CHUNK >= 1, got "
+                f"{test_topk} and {pair_chunk}"
+            )
         self.metric_net = metric_net
         self.pair_loss = pair_loss
         self.pic_loss = pic_loss
@@ -170,11 +170,14 @@ class GMN(ReIDBaseline):
         """Build from the shared model's keys (``MODEL.BACKBONE/HEADS/LOSSES``) and
         ``MODEL.GMN.*`` (see :func:`reid_plugins.config.add_gmn_config`)."""
         if "GMN" not in cfg.MODEL:
-            raise KeyError("cfg.MODEL.GMN is missing: build the config with "
-                           "add_all_configs(get_cfg()) or add_gmn_config(cfg)")
+            raise KeyError(
+                "cfg.MODEL.GMN is missing: build the config with "
+                "add_all_configs(get_cfg()) or add_gmn_config(cfg)"
+            )
         if cfg.MODEL.LOSSES.MEMORY.ENABLED:
-            raise ValueError("GMN does not use the memory loss; set "
-                             "MODEL.LOSSES.MEMORY.ENABLED False")
+            raise ValueError(
+                "GMN does not use the memory loss; set MODEL.LOSSES.MEMORY.ENABLED False"
+            )
         from ...data import datasets  # noqa: F401  (registers the built-in datasets)
 
         base = ReIDBaseline.from_config(cfg)
@@ -193,9 +196,11 @@ class GMN(ReIDBaseline):
             in_feature=base.in_feature,
             metric_net=mnet,
             pair_loss=PairBCELoss.from_config(cfg) if use_bce else None,
-            pic_loss=PairIdentityCenterLoss.from_config(cfg)
-            if use_bce and g.LOSSES.PIC.ENABLED
-            else None,
+            pic_loss=(
+                PairIdentityCenterLoss.from_config(cfg)
+                if use_bce and g.LOSSES.PIC.ENABLED
+                else None
+            ),
             negatives=g.PAIRS.NEGATIVES,
             num_negatives=g.PAIRS.NUM_NEGATIVES,
             detach_pairs=g.PAIRS.DETACH,
@@ -271,8 +276,10 @@ class GMN(ReIDBaseline):
         get ``fused - 2`` (so they stay ahead of all others, re-ordered among themselves)
         and every other item keeps ``d_inst``: the ranking beyond position k is exactly the
         instance ranking. Memory: M-Net runs on at most ``pair_chunk`` pairs at a time; the
-        result matrix is the only ``N_q x N_g`` allocation besides ``d_inst``. M-Net is put in
-        eval mode for the call (and restored). Without M-Net, returns ``d_inst``.
+        result matrix is the only ``N_q x N_g`` allocation besides ``d_inst``. M-Net's eval-mode
+        outputs are used (running BN statistics, no DP) whatever the model's mode, because
+        evaluators call this after the inference pass has restored training mode. Without
+        M-Net, returns ``d_inst``.
 
         Args:
             q_feats, g_feats: ``(N_q, D)`` / ``(N_g, D)`` features (normalised here).
@@ -280,18 +287,21 @@ class GMN(ReIDBaseline):
             pair_chunk: overrides ``self.pair_chunk``.
         """
         if q_feats.dim() != 2 or g_feats.dim() != 2 or q_feats.shape[1] != g_feats.shape[1]:
-            raise ValueError(f"GMN.pairwise_distance: need (N_q, D) and (N_g, D) features, got "
-                             f"{tuple(q_feats.shape)} and {tuple(g_feats.shape)}")
+            raise ValueError(
+                f"GMN.pairwise_distance: need (N_q, D) and (N_g, D) features, got "
+                f"{tuple(q_feats.shape)} and {tuple(g_feats.shape)}"
+            )
         out_device = q_feats.device
         q = q_feats.to(self.device, torch.float32)
         g = g_feats.to(self.device, torch.float32)
         if self.metric_net is None:
             return instance_distance(q, g).to(out_device)
-        with _eval_mode(self.metric_net):
-            d = fused_pairwise_distance(
-                self.metric_net, q, g,
-                topk=self.test_topk if topk is None else int(topk),
-                fusion_weight=self.fusion_weight,
-                pair_chunk=self.pair_chunk if pair_chunk is None else int(pair_chunk),
-            )
+        d = fused_pairwise_distance(
+            self.metric_net,
+            q,
+            g,
+            topk=self.test_topk if topk is None else int(topk),
+            fusion_weight=self.fusion_weight,
+            pair_chunk=self.pair_chunk if pair_chunk is None else int(pair_chunk),
+        )
         return d.to(out_device)

@@ -43,8 +43,9 @@ def preserve_norm_running_stats(model: nn.Module) -> Iterator[None]:
     saved = []
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats:
-            bufs = [b for b in (m.running_mean, m.running_var, m.num_batches_tracked)
-                    if b is not None]
+            bufs = [
+                b for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None
+            ]
             saved.append((bufs, [b.clone() for b in bufs]))
     try:
         yield
@@ -116,11 +117,13 @@ class M3L(ReIDBaseline):
     ) -> None:
         nn.Module.__init__(self)  # ReIDBaseline's checks do not apply (own loss set-up)
         if classifier not in M3L_CLASSIFIERS:
-            raise ValueError(f"MODEL.M3L.CLASSIFIER must be one of {M3L_CLASSIFIERS}, "
-                             f"got {classifier!r}")
+            raise ValueError(
+                f"MODEL.M3L.CLASSIFIER must be one of {M3L_CLASSIFIERS}, " f"got {classifier!r}"
+            )
         if classifier == "memory" and ce_loss is not None:
-            raise ValueError("M3L: ce_loss is only used with an FC classifier (fc_global / "
-                             "fc_parallel)")
+            raise ValueError(
+                "M3L: ce_loss is only used with an FC classifier (fc_global / " "fc_parallel)"
+            )
         if classifier != "memory" and memory_loss is not None:
             raise ValueError(f"M3L: memory_loss given but MODEL.M3L.CLASSIFIER={classifier!r}")
         if triplet_loss is None and memory_loss is None and ce_loss is None:
@@ -137,16 +140,20 @@ class M3L(ReIDBaseline):
         if ce_loss is not None:
             sizes = [int(n) for n in num_pids_per_domain]
             if not sizes or min(sizes) <= 0:
-                raise ValueError("M3L: an FC classifier needs num_pids_per_domain (identities "
-                                 f"of each DATASETS.TRAIN set), got {list(num_pids_per_domain)}")
+                raise ValueError(
+                    "M3L: an FC classifier needs num_pids_per_domain (identities "
+                    f"of each DATASETS.TRAIN set), got {list(num_pids_per_domain)}"
+                )
             outs = [sum(sizes)] if classifier == "fc_global" else sizes
             self.classifiers = nn.ModuleList(nn.Linear(feat_dim, n, bias=False) for n in outs)
             for fc in self.classifiers:
                 nn.init.normal_(fc.weight, std=0.001)
         self.metabn = bool(metabn)
         if self.metabn and not self._metabn_modules(head):
-            raise ValueError("MODEL.M3L.METABN is True but the head has no MetaBatchNorm1d: "
-                             "set MODEL.HEADS.NAME: MetaBNHead")
+            raise ValueError(
+                "MODEL.M3L.METABN is True but the head has no MetaBatchNorm1d: "
+                "set MODEL.HEADS.NAME: MetaBNHead"
+            )
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -160,17 +167,29 @@ class M3L(ReIDBaseline):
         from ...data.build import get_reid_train_records, get_train_pids_per_domain
 
         if "M3L" not in cfg.MODEL:
-            raise KeyError("cfg.MODEL.M3L is missing: call add_m3l_config(cfg) (or "
-                           "add_all_configs) before merging an M3L config")
+            raise KeyError(
+                "cfg.MODEL.M3L is missing: call add_m3l_config(cfg) (or "
+                "add_all_configs) before merging an M3L config"
+            )
         m = cfg.MODEL.M3L
+        if m.CLASSIFIER not in M3L_CLASSIFIERS:
+            raise ValueError(
+                f"MODEL.M3L.CLASSIFIER must be one of {M3L_CLASSIFIERS}, got {m.CLASSIFIER!r}"
+            )
         losses = [str(x) for x in m.LOSSES]
+        if "memory" in losses and m.CLASSIFIER != "memory":
+            raise ValueError(
+                f"MODEL.M3L.LOSSES contains 'memory' but MODEL.M3L.CLASSIFIER={m.CLASSIFIER!r}: "
+                "use 'id' for the identification loss of an FC classifier"
+            )
+        losses = ["id" if x == "memory" else x for x in losses]  # 'memory' = 'id' + memory
         unknown = [x for x in losses if x not in M3L_LOSSES]
         if unknown or not losses:
-            raise ValueError(f"MODEL.M3L.LOSSES must be a non-empty subset of {M3L_LOSSES} "
-                             f"('id' = identification with MODEL.M3L.CLASSIFIER), got {losses}")
-        if m.CLASSIFIER not in M3L_CLASSIFIERS:
-            raise ValueError(f"MODEL.M3L.CLASSIFIER must be one of {M3L_CLASSIFIERS}, "
-                             f"got {m.CLASSIFIER!r}")
+            raise ValueError(
+                f"MODEL.M3L.LOSSES must be a non-empty subset of {M3L_LOSSES} ('id' = "
+                "identification with MODEL.M3L.CLASSIFIER; 'memory' is accepted for 'id' with "
+                f"the memory classifier), got {list(m.LOSSES)}"
+            )
         backbone = build_backbone(cfg)
         in_feature = cfg.MODEL.BACKBONE.OUT_FEATURES[-1]
         feat_dim = backbone.output_shape()[in_feature].channels
@@ -179,13 +198,16 @@ class M3L(ReIDBaseline):
         pids_per_domain: List[int] = []
         if use_id:
             if not cfg.DATASETS.TRAIN:
-                raise ValueError("M3L's identification loss needs DATASETS.TRAIN (identities "
-                                 "per source domain)")
+                raise ValueError(
+                    "M3L's identification loss needs DATASETS.TRAIN (identities "
+                    "per source domain)"
+                )
             pids_per_domain = get_train_pids_per_domain(cfg, get_reid_train_records(cfg))
         memory = ce = None
         if use_id and m.CLASSIFIER == "memory":
-            memory = MemoryLoss.from_config(cfg, num_pids_per_domain=pids_per_domain,
-                                            feat_dim=feat_dim)
+            memory = MemoryLoss.from_config(
+                cfg, num_pids_per_domain=pids_per_domain, feat_dim=feat_dim
+            )
         elif use_id:
             ce = CrossEntropyLoss.from_config(cfg)
         return cls(
@@ -251,8 +273,10 @@ class M3L(ReIDBaseline):
     def _domain_of(batch: Batch) -> int:
         domain = int(batch[0].get("domain", 0))
         if any(int(b.get("domain", 0)) != domain for b in batch):
-            raise ValueError("A training batch mixes domains; M3L needs one domain per batch "
-                             "(DATALOADER.MULTI_SOURCE: True)")
+            raise ValueError(
+                "A training batch mixes domains; M3L needs one domain per batch "
+                "(DATALOADER.MULTI_SOURCE: True)"
+            )
         return domain
 
     def domain_losses(
@@ -281,8 +305,10 @@ class M3L(ReIDBaseline):
                 fc, targets = self.classifiers[0], self._targets(batch, "pid")
             else:
                 if domain >= len(self.classifiers):
-                    raise ValueError(f"Domain {domain} has no FC classifier "
-                                     f"({len(self.classifiers)} source domains)")
+                    raise ValueError(
+                        f"Domain {domain} has no FC classifier "
+                        f"({len(self.classifiers)} source domains)"
+                    )
                 fc, targets = self.classifiers[domain], domain_pids
             losses["loss_cls"] = torch.stack([self.ce_loss(fc(f), targets) for f in mixes]).mean()
         if (update_memory and self.memory_loss is not None) or collector is not None:
