@@ -33,7 +33,8 @@ def find_gmn_model(model: torch.nn.Module) -> Optional[torch.nn.Module]:
     while model is not None and seen < 8:
         if hasattr(model, "pairwise_distance") and hasattr(model, "set_dp_active"):
             return model
-        model = getattr(model, "module", None) or getattr(model, "model", None)
+        inner = getattr(model, "module", None)
+        model = inner if inner is not None else getattr(model, "model", None)
         seen += 1
     return None
 

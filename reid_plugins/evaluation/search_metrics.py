@@ -202,7 +202,8 @@ def select_context(query_box, boxes, scores, feats, det_thresh: float = 0.5, iou
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    feats = np.asarray(feats, dtype=np.float32).reshape(boxes.shape[0], -1)
+    feats = np.asarray(feats, dtype=np.float32)  # (0, D) when the image has no detection
+    feats = feats.reshape(boxes.shape[0], -1 if boxes.shape[0] else feats.shape[-1])
     keep = scores >= det_thresh
     if boxes.shape[0]:
         keep &= box_iou(np.asarray(query_box).reshape(1, 4), boxes)[0] < iou

@@ -138,7 +138,9 @@ def test_batch_scene_images_pads_variable_sizes():
     assert batch.image_sizes == [(40, 70), (65, 33)]
     torch.testing.assert_close(batch.tensors[0, :, :40, :70], ((a - mean) / std))
     torch.testing.assert_close(batch.tensors[1, :, :65, :33], ((b - mean) / std))
-    assert batch.tensors[0, :, 40:].abs().sum() == 0 and batch.tensors[1, :, :, 33:].abs().sum() == 0
+    assert (
+        batch.tensors[0, :, 40:].abs().sum() == 0 and batch.tensors[1, :, :, 33:].abs().sum() == 0
+    )
     assert a.max() == 50  # inputs untouched
 
 
@@ -159,8 +161,10 @@ def scene_sets(tmp_path):
         "gallery": f"scenes_{tag}_gallery",
         "query": f"scenes_{tag}_query",
     }
-    queries = [dict(recs[1], query_box=np.array([2, 2, 12, 20], np.float32), query_pid=1),
-               dict(recs[3], query_box=np.array([14, 1, 24, 30], np.float32), query_pid=5)]
+    queries = [
+        dict(recs[1], query_box=np.array([2, 2, 12, 20], np.float32), query_pid=1),
+        dict(recs[3], query_box=np.array([14, 1, 24, 30], np.float32), query_pid=5),
+    ]
     DatasetCatalog.register(names["a"], lambda: [dict(r) for r in recs[:3]] + [empty])
     DatasetCatalog.register(names["b"], lambda: [dict(r) for r in recs[3:]])
     DatasetCatalog.register(names["gallery"], lambda: [dict(r) for r in recs])

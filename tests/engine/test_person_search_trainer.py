@@ -30,7 +30,9 @@ def tiny_scenes(tmp_path, monkeypatch):
         num_train_ids=4, num_test_ids=3, num_cams=2, image_size=(64, 96), appearances=(2, 3),
         unlabeled_per_image=(0, 1), progress=False,
     )  # fmt: skip
-    generate_synthetic_scenes(str(root), fmt="cuhk_sysu", num_train_images=8, num_test_images=11, **small)
+    generate_synthetic_scenes(
+        str(root), fmt="cuhk_sysu", num_train_images=8, num_test_images=11, **small
+    )
     generate_synthetic_scenes(str(root), fmt="prw", num_train_images=6, num_test_images=8, **small)
     return root
 

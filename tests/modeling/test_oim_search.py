@@ -69,7 +69,7 @@ def _inputs():
             "width": 96,
             "image_id": "a",
         },
-        {   # original image twice as large as the tensor: outputs must be rescaled
+        {  # original image twice as large as the tensor: outputs must be rescaled
             "image": torch.rand(3, 60, 90, generator=g) * 255,
             "gt_boxes": torch.tensor([[20.0, 10.0, 40.0, 55.0]]),
             "gt_pids": torch.tensor([3]),
@@ -95,7 +95,9 @@ def test_proposal_sampler_labels_pids_and_targets():
         bbox_reg_weights=(10.0, 10.0, 5.0, 5.0),
     )  # fmt: skip
     gt = torch.tensor([[0.0, 0.0, 10.0, 20.0], [30.0, 0.0, 40.0, 20.0]])
-    props = torch.tensor([[0.0, 0.0, 10.0, 18.0], [30.0, 0.0, 40.0, 19.0], [50.0, 50.0, 60.0, 60.0]])
+    props = torch.tensor(
+        [[0.0, 0.0, 10.0, 18.0], [30.0, 0.0, 40.0, 19.0], [50.0, 50.0, 60.0, 60.0]]
+    )
     (s,) = sampler([props], [gt], [torch.tensor([3, -1])])
     # 3 proposals + 2 appended gt boxes, all kept (budget 16)
     rows = {tuple(b.tolist()): (int(l), int(p)) for b, l, p in zip(s.boxes, s.labels, s.pids)}
@@ -145,7 +147,13 @@ def test_training_losses_finite():
     model = _model()
     model.train()
     losses = model(_inputs())
-    assert set(losses) == {"loss_rpn_cls", "loss_rpn_reg", "loss_box_cls", "loss_box_reg", "loss_oim"}
+    assert set(losses) == {
+        "loss_rpn_cls",
+        "loss_rpn_reg",
+        "loss_box_cls",
+        "loss_box_reg",
+        "loss_oim",
+    }
     for k, v in losses.items():
         assert v.dim() == 0 and torch.isfinite(v), k
     assert losses["loss_oim"] > 0

@@ -12,7 +12,6 @@ import multiprocessing as mp
 import os
 import signal
 
-import cv2
 import numpy as np
 import pytest
 import scipy.io
@@ -87,6 +86,15 @@ def test_corrupt_image_error_names_file(tmp_path, content, reason):
     assert str(path) in str(e.value)
 
 
+@pytest.fixture
+def reid_warnings(caplog, monkeypatch):
+    """``caplog`` capturing the toolbox's warnings even after a ``DefaultTrainer`` was built
+    in this process (its ``setup_logger()`` turns off propagation of "reid_plugins")."""
+    monkeypatch.setattr(logging.getLogger("reid_plugins"), "propagate", True)
+    with caplog.at_level(logging.WARNING, logger="reid_plugins"):
+        yield caplog
+
+
 def _register_test_set(name, records):
     if name in DatasetCatalog:
         DatasetCatalog.remove(name)
@@ -141,23 +149,22 @@ def test_test_loader_raises_naming_the_corrupt_image(tmp_path, num_workers):
         DatasetCatalog.remove("reliability_corrupt_test")
 
 
-def test_skip_corrupt_drops_the_image_with_a_warning(tmp_path, caplog):
+def test_skip_corrupt_drops_the_image_with_a_warning(tmp_path, reid_warnings):
     records = _tiny_reid_records(tmp_path, corrupt_index=6)
     _register_test_set("reliability_corrupt_test", records)
     try:
         loader, info = build_reid_test_loader(_loader_cfg(True, 0), "reliability_corrupt_test")
-        with caplog.at_level(logging.WARNING, logger="reid_plugins"):
-            seen = [x["file_name"] for batch in loader for x in batch]
+        seen = [x["file_name"] for batch in loader for x in batch]
     finally:
         DatasetCatalog.remove("reliability_corrupt_test")
     expected = [r["file_name"] for i, r in enumerate(records) if i != 6]
     assert seen == expected  # nothing else lost, order kept
     assert loader.collate_fn.num_dropped == 1
-    assert any(records[6]["file_name"] in m for m in caplog.messages)
+    assert any(records[6]["file_name"] in m for m in reid_warnings.messages)
     assert info["num_query"] == 4 and info["num_gallery"] == 8
 
 
-def test_skip_corrupt_in_the_training_loader(tmp_path, caplog):
+def test_skip_corrupt_in_the_training_loader(tmp_path, reid_warnings):
     records = []
     for i in range(8):
         path = write_tiny_image(tmp_path / f"t{i}.jpg", seed=i)
@@ -173,8 +180,7 @@ def test_skip_corrupt_in_the_training_loader(tmp_path, caplog):
     try:
         loader = build_reid_train_loader(cfg)
         it = iter(loader)
-        with caplog.at_level(logging.WARNING, logger="reid_plugins"):
-            sizes = [len(next(it)) for _ in range(6)]
+        sizes = [len(next(it)) for _ in range(6)]
         cfg.DATALOADER.SKIP_CORRUPT = False
         strict = iter(build_reid_train_loader(cfg))
         with pytest.raises(ImageReadError, match="t5.jpg"):
@@ -185,7 +191,7 @@ def test_skip_corrupt_in_the_training_loader(tmp_path, caplog):
     # every batch lost exactly the samples of the empty image, and they were counted
     assert sum(8 - s for s in sizes) == loader.num_dropped > 0
     assert all(s >= 8 - 2 for s in sizes)
-    assert any("t5.jpg" in m for m in caplog.messages)
+    assert any("t5.jpg" in m for m in reid_warnings.messages)
 
 
 def test_mapper_skip_corrupt_returns_none_and_counts(tmp_path):

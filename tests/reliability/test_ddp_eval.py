@@ -8,7 +8,6 @@ reordered samples would change the rankings.
 """
 
 import json
-import os
 
 import numpy as np
 import torch

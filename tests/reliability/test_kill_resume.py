@@ -87,7 +87,8 @@ def tiny_setup(tmp_path_factory):
     )
     cfg_file = root / "tiny_reid.yaml"
     cfg_file.write_text(yaml.safe_dump(TINY_CONFIG))
-    env = dict(os.environ)
+    torchrun_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in torchrun_vars}  # a plain 1-process run
     env.update(
         REID_DATASETS=str(datasets),
         OMP_NUM_THREADS="1",  # tiny model: threads only add contention (and cost time)
@@ -180,21 +181,23 @@ def test_sigkill_and_resume_equals_uninterrupted_run(tiny_setup):
 
     # The reference run goes on alongside the first interrupted one (2 cores).
     ref = _start(cfg_file, ref_dir, env, resume=False, log_name="stdout.txt")
-    kills = []
-    for n, target in enumerate(kill_iterations()):
+    try:
+        kills = []
+        for n, target in enumerate(kill_iterations()):
+            expected_start = _last_checkpoint_iter(int_dir) + 1
+            kills.append(_run_and_kill(cfg_file, int_dir, env, n > 0, target, f"stdout_{n}.txt"))
+            if n > 0 and expected_start > 0:
+                # resumed from the last complete checkpoint, not from scratch
+                assert f"training continues at iteration {expected_start}" in kills[-1]["log"]
+                assert kills[-1]["first_logged"] >= expected_start
         expected_start = _last_checkpoint_iter(int_dir) + 1
-        kills.append(_run_and_kill(cfg_file, int_dir, env, n > 0, target, f"stdout_{n}.txt"))
-        if n > 0 and expected_start > 0:
-            # resumed from the last complete checkpoint, not from scratch
-            assert f"training continues at iteration {expected_start}" in kills[-1]["log"]
-            assert kills[-1]["first_logged"] >= expected_start
-    expected_start = _last_checkpoint_iter(int_dir) + 1
-    assert expected_start > 0, "no checkpoint survived the kills"
-    final = _start(cfg_file, int_dir, env, resume=True, log_name="stdout_final.txt")
-    final_log = _finish(final)
-    assert final.returncode == 0, final_log[-3000:]
-    assert f"training continues at iteration {expected_start}" in final_log
-    ref_log = _finish(ref)
+        assert expected_start > 0, "no checkpoint survived the kills"
+        final = _start(cfg_file, int_dir, env, resume=True, log_name="stdout_final.txt")
+        final_log = _finish(final)
+        assert final.returncode == 0, final_log[-3000:]
+        assert f"training continues at iteration {expected_start}" in final_log
+    finally:
+        ref_log = _finish(ref)
     assert ref.returncode == 0, ref_log[-3000:]
 
     # Every kill landed after its target iteration was logged, i.e. mid-training.

@@ -319,9 +319,7 @@ class OIMSearch(nn.Module):
                 nms_thresh=self.nms_thresh_test,
                 detections_per_image=self.detections_per_image,
             )
-            results.append(
-                {"boxes": to_original(boxes, x), "scores": scores, "features": em[keep]}
-            )
+            results.append({"boxes": to_original(boxes, x), "scores": scores, "features": em[keep]})
         return results
 
     @torch.no_grad()

@@ -13,3 +13,17 @@ from .detector import (  # noqa: F401
     to_original,
     to_resized,
 )
+
+__all__ = [
+    "BACKGROUND_PID",
+    "ProposalSampler",
+    "SampledRoIs",
+    "batch_scene_images",
+    "build_rpn",
+    "fast_rcnn_losses",
+    "gt_targets",
+    "postprocess_detections",
+    "scale_factors",
+    "to_original",
+    "to_resized",
+]

@@ -58,7 +58,9 @@ def batch_scene_images(
     max_h = max(int(im.shape[-2]) for im in images)
     max_w = max(int(im.shape[-1]) for im in images)
     max_h, max_w = -(-max_h // div) * div, -(-max_w // div) * div
-    batch = images[0].new_zeros((len(images), images[0].shape[0], max_h, max_w), dtype=torch.float32)
+    batch = images[0].new_zeros(
+        (len(images), images[0].shape[0], max_h, max_w), dtype=torch.float32
+    )
     for i, im in enumerate(images):
         h, w = im.shape[-2:]
         batch[i, :, :h, :w] = (im.float() - pixel_mean) / pixel_std
@@ -95,7 +97,9 @@ def build_rpn(
         nms_thresh: IoU of the RPN NMS.
     """
     sizes = tuple(float(s) * float(stride) for s in anchor_scales)
-    anchors = AnchorGenerator(sizes=(sizes,), aspect_ratios=(tuple(float(a) for a in aspect_ratios),))
+    anchors = AnchorGenerator(
+        sizes=(sizes,), aspect_ratios=(tuple(float(a) for a in aspect_ratios),)
+    )
     head = RPNHead(in_channels, anchors.num_anchors_per_location()[0], conv_depth=head_conv_depth)
     return RegionProposalNetwork(
         anchors,
@@ -110,7 +114,9 @@ def build_rpn(
     )
 
 
-def gt_targets(batched_inputs: Sequence[Dict], device) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+def gt_targets(
+    batched_inputs: Sequence[Dict], device
+) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
     """``(gt_boxes, gt_pids)`` per image on ``device``, boxes with zero width or height
     removed (they have no valid regression target).
 
@@ -174,12 +180,17 @@ class ProposalSampler(nn.Module):
         self.batch_size_per_image = int(batch_size_per_image)
         self.positive_fraction = float(positive_fraction)
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
-        self.sampler = BalancedPositiveNegativeSampler(self.batch_size_per_image, self.positive_fraction)
+        self.sampler = BalancedPositiveNegativeSampler(
+            self.batch_size_per_image, self.positive_fraction
+        )
         self.box_coder = BoxCoder(tuple(float(w) for w in bbox_reg_weights))
 
     @torch.no_grad()
     def forward(
-        self, proposals: List[torch.Tensor], gt_boxes: List[torch.Tensor], gt_pids: List[torch.Tensor]
+        self,
+        proposals: List[torch.Tensor],
+        gt_boxes: List[torch.Tensor],
+        gt_pids: List[torch.Tensor],
     ) -> List[SampledRoIs]:
         labels_all, matched_all, candidates = [], [], []
         for props, gt in zip(proposals, gt_boxes):

@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""The whole synthetic TDN pipeline in one command.
+
+1. generate the synthetic CUHK-SYSU-style scenes (cached under ``$REID_DATASETS``);
+2. build the 256x128 person crops of their labelled boxes in the Market layout
+   (``synthetic_cuhk_sysu_crops_{train,test}``);
+3. train the ReID teacher on the crops with an ordinary ReID config
+   (``projects/tdn/teacher_synthetic.yaml``; evaluated on the test crops);
+4. train TDN with the teacher checkpoint (``projects/tdn/synthetic.yaml``), evaluated with RCP;
+5. evaluate the same TDN checkpoint without RCP (Table II "TDN" vs "TDN + RCP");
+6. optionally (``--variants``) train and evaluate the Table III variants (baseline, teacher
+   only, KTB only) with the same teacher.
+
+Each training runs ``tools/train_net.py`` in a subprocess (logs in its output folder). A
+summary table is printed and written to ``<output-dir>/summary.json``.
+
+Example::
+
+    python tools/run_tdn_pipeline.py                       # ~5-15 min on 2 CPU cores
+    python tools/run_tdn_pipeline.py --variants --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+VARIANTS = {
+    "baseline": "projects/tdn/ablations/synthetic_baseline.yaml",
+    "teacher_only": "projects/tdn/ablations/synthetic_teacher_only.yaml",
+    "ktb_only": "projects/tdn/ablations/synthetic_ktb_only.yaml",
+}
+
+
+def _log(msg: str) -> None:
+    print(f"[run_tdn_pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def train_net(args: List[str], env: Dict[str, str], log_file: str) -> None:
+    """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``); raise on failure."""
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py")] + args
+    _log(" ".join(cmd[1:]))
+    os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    with open(log_file, "w") as f:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        with open(log_file) as f:
+            tail = "".join(f.readlines()[-30:])
+        raise SystemExit(f"train_net failed (exit {proc.returncode}); see {log_file}:\n{tail}")
+
+
+def read_results(output_dir: str) -> Dict:
+    path = os.path.join(output_dir, "eval_results.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"No evaluation results in {path}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _search(res: Dict) -> Dict[str, float]:
+    s = res.get("search", {})
+    return {k: round(float(s[k]), 2) for k in ("mAP", "top-1") if k in s}
+
+
+def run_tdn(
+    name: str,
+    config: str,
+    out: str,
+    teacher_weights: str,
+    env: Dict[str, str],
+    opts: List[str],
+    rcp_eval: bool = True,
+) -> Dict[str, Dict]:
+    """Train ``config`` into ``out/name`` and evaluate without RCP (+ with RCP)."""
+    train_dir = os.path.join(out, name)
+    common = ["MODEL.TDN.TEACHER.WEIGHTS", teacher_weights] + opts
+    train_net(
+        ["--config-file", config, "OUTPUT_DIR", train_dir, "TEST.SEARCH.RCP.ENABLED", "False"]
+        + common,
+        env,
+        os.path.join(train_dir, "train.log"),
+    )
+    results = {"no_rcp": read_results(train_dir)}
+    if rcp_eval:
+        rcp_dir = os.path.join(out, name + "_rcp")
+        train_net(
+            ["--config-file", config, "--eval-only", "OUTPUT_DIR", rcp_dir,
+             "MODEL.WEIGHTS", os.path.join(train_dir, "model_final.pth"),
+             "TEST.SEARCH.RCP.ENABLED", "True"] + common,
+            env,
+            os.path.join(rcp_dir, "eval.log"),
+        )  # fmt: skip
+        results["rcp"] = read_results(rcp_dir)
+    return results
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default="output/tdn/pipeline")
+    parser.add_argument("--config", default="projects/tdn/synthetic.yaml", help="TDN config")
+    parser.add_argument("--teacher-config", default="projects/tdn/teacher_synthetic.yaml")
+    parser.add_argument("--variants", action="store_true",
+                        help="also train the Table III variants (baseline, teacher / KTB only)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="OMP/torch threads of the training processes (0 = default)")
+    parser.add_argument("--reuse-teacher", action="store_true",
+                        help="skip teacher training when its checkpoint exists")
+    parser.add_argument("opts", nargs=argparse.REMAINDER,
+                        help="KEY VALUE overrides passed to every TDN run")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    env = dict(os.environ)
+    if args.threads > 0:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    out = os.path.abspath(args.output_dir)
+    os.makedirs(out, exist_ok=True)
+    times: Dict[str, float] = {}
+
+    from reid_plugins.data.catalog import dataset_root
+    from reid_plugins.data.person_crops import build_person_crops
+    from reid_plugins.data.synthetic_scenes import ensure_synthetic_scenes
+
+    t = time.perf_counter()
+    _log(f"1/5 synthetic scenes under {dataset_root()}")
+    ensure_synthetic_scenes(dataset_root(), fmt="cuhk_sysu")
+    times["scenes"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _log("2/5 person crops (Market layout)")
+    crops = build_person_crops("synthetic_cuhk_sysu")
+    times["crops"] = time.perf_counter() - t
+    _log(f"    crops in {crops}")
+
+    t = time.perf_counter()
+    teacher_dir = os.path.join(out, "teacher")
+    teacher_weights = os.path.join(teacher_dir, "model_final.pth")
+    if not (args.reuse_teacher and os.path.isfile(teacher_weights)):
+        _log("3/5 teacher (strong ReID baseline) on the crops")
+        train_net(["--config-file", args.teacher_config, "OUTPUT_DIR", teacher_dir], env,
+                  os.path.join(teacher_dir, "train.log"))
+    teacher_res = read_results(teacher_dir)
+    times["teacher"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    _log("4-5/5 TDN with the teacher; evaluation without and with RCP")
+    runs = {"tdn": run_tdn("tdn", args.config, out, teacher_weights, env, args.opts or [])}
+    times["tdn"] = time.perf_counter() - t
+    if args.variants:
+        for name, cfg in VARIANTS.items():
+            t = time.perf_counter()
+            _log(f"variant {name}")
+            runs[name] = run_tdn(name, cfg, out, teacher_weights, env, args.opts or [])
+            times[name] = time.perf_counter() - t
+    times["total"] = time.perf_counter() - start
+
+    reid = teacher_res.get("reid", teacher_res)
+    lines = [
+        "",
+        f"Teacher ReID on synthetic crops: Rank-1 {reid.get('Rank-1', float('nan')):.2f}  "
+        f"mAP {reid.get('mAP', float('nan')):.2f}",
+        f"{'model':<14} {'mAP':>7} {'top-1':>7} {'mAP+RCP':>8} {'top-1+RCP':>10} {'det AP':>7}",
+    ]
+    for name, res in runs.items():
+        a, b = _search(res["no_rcp"]), _search(res.get("rcp", {}))
+        det = res["no_rcp"].get("detection", {}).get("AP", float("nan"))
+        lines.append(
+            f"{name:<14} {a.get('mAP', 0):7.2f} {a.get('top-1', 0):7.2f} "
+            f"{b.get('mAP', float('nan')):8.2f} {b.get('top-1', float('nan')):10.2f} {det:7.2f}"
+        )
+    lines.append("times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    print("\n".join(lines), flush=True)
+    summary = {"teacher": teacher_res, "runs": runs, "times_s": times}
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=float)
+    _log(f"summary written to {os.path.join(out, 'summary.json')}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
