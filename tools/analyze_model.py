@@ -203,7 +203,9 @@ def _decimals(value: float) -> int:
     return len(text.split(".")[1]) if "." in text else 0
 
 
-def within_tolerance(ours: float, paper: float, count: int = 1, unit: Optional[float] = None) -> bool:
+def within_tolerance(
+    ours: float, paper: float, count: int = 1, unit: Optional[float] = None
+) -> bool:
     """``|ours - paper| <= max(5% of paper, count x half a unit of the paper's last printed
     digit)``; ``unit`` = the paper's printed per-unit value when ``paper`` is ``count x unit``
     (e.g. 128 x 0.05: the paper rounds 0.0535 to 0.05)."""
@@ -216,17 +218,25 @@ def compare_with_paper(tdn: Dict[str, Dict], oim: Dict[str, Dict]) -> List[Dict]
     """Rows ``{"name", "ours", "paper", "rel_diff", "ok"}`` of every Table VII entry."""
     totals = table_totals(tdn, oim)
     p = PAPER_TABLE_VII
+    t, o = tdn, oim
+    per = lambda rows, k: rows[k]["gflops_per_unit"]  # noqa: E731
+    tot = lambda rows, k: rows[k]["gflops"]  # noqa: E731
+    n = lambda rows, k: rows[k]["count"]  # noqa: E731
+    # (name, ours, paper, count, paper's printed per-unit value when paper = count x unit)
     entries = [
-        ("Part-1 (960x600x3)", tdn["part1"]["gflops"], p["part1"], 1, None),
-        ("RoI head per RoI (7x7x512)", tdn["roi_head"]["gflops_per_unit"], p["roi_head_per_roi"], 1, None),
-        ("KTB per box (256x128x3)", tdn["ktb"]["gflops_per_unit"], p["ktb_per_box"], 1, None),
-        ("Part-2 per box (32x16x512)", tdn["part2"]["gflops_per_unit"], p["part2_per_box"], 1, None),
-        ("TDN RoI head (128 RoIs)", tdn["roi_head"]["gflops"], p["tdn_roi_head"], tdn["roi_head"]["count"], p["roi_head_per_roi"]),
-        ("TDN KTB (10 boxes)", tdn["ktb"]["gflops"], p["tdn_ktb"], tdn["ktb"]["count"], p["ktb_per_box"]),
-        ("TDN Part-2 (10 boxes)", tdn["part2"]["gflops"], p["tdn_part2"], tdn["part2"]["count"], p["part2_per_box"]),
+        ("Part-1 (960x600x3)", tot(t, "part1"), p["part1"], 1, None),
+        ("RoI head per RoI (7x7x512)", per(t, "roi_head"), p["roi_head_per_roi"], 1, None),
+        ("KTB per box (256x128x3)", per(t, "ktb"), p["ktb_per_box"], 1, None),
+        ("Part-2 per box (32x16x512)", per(t, "part2"), p["part2_per_box"], 1, None),
+        ("TDN RoI head (128 RoIs)", tot(t, "roi_head"), p["tdn_roi_head"], n(t, "roi_head"),
+         p["roi_head_per_roi"]),
+        ("TDN KTB (10 boxes)", tot(t, "ktb"), p["tdn_ktb"], n(t, "ktb"), p["ktb_per_box"]),
+        ("TDN Part-2 (10 boxes)", tot(t, "part2"), p["tdn_part2"], n(t, "part2"),
+         p["part2_per_box"]),
         ("TDN total", totals["tdn_total"], p["tdn_total"], 1, None),
-        ("OIM* Part-1", oim["part1"]["gflops"], p["part1"], 1, None),
-        ("OIM* Part-2 (128 RoIs)", oim["part2"]["gflops"], p["oim_part2"], oim["part2"]["count"], p["part2_per_box"]),
+        ("OIM* Part-1", tot(o, "part1"), p["part1"], 1, None),
+        ("OIM* Part-2 (128 RoIs)", tot(o, "part2"), p["oim_part2"], n(o, "part2"),
+         p["part2_per_box"]),
         ("OIM* total", totals["oim_total"], p["oim_total"], 1, None),
     ]  # fmt: skip
     out = []
@@ -247,7 +257,9 @@ def format_report(tdn: Dict[str, Dict], oim: Dict[str, Dict], image_hw, num_rois
     ]
     t, o = tdn, oim
     ktb = t.get("ktb", {"gflops_per_unit": 0.0, "gflops": 0.0})
-    oim_p2 = "{}x{:.2f}={:.1f}".format(num_rois, o["part2"]["gflops_per_unit"], o["part2"]["gflops"])
+    oim_p2 = "{}x{:.2f}={:.1f}".format(
+        num_rois, o["part2"]["gflops_per_unit"], o["part2"]["gflops"]
+    )
     roi = "{}x{:.3f}={:.2f}".format(
         num_rois, t["roi_head"]["gflops_per_unit"], t["roi_head"]["gflops"]
     )
@@ -305,7 +317,9 @@ def build_for_analysis(config_file: str, opts: Sequence[str] = ()) -> nn.Module:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", default="projects/tdn/Base-TDN.yaml", help="TDN config")
     parser.add_argument("--oim-config", default="projects/oim/Base-OIM.yaml", help="OIM* config")
     parser.add_argument("--height", type=int, default=600)

@@ -116,7 +116,9 @@ def time_pass(model, images: List[Dict], batch_size: int, device: str):
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tdn-config", default="projects/tdn/Base-TDN.yaml")
     parser.add_argument("--oim-config", default="projects/oim/Base-OIM.yaml")
     parser.add_argument("--tdn-weights", default="")
@@ -125,8 +127,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument("--width", type=int, default=960)
     parser.add_argument("--proposals", type=int, default=128, help="RPN proposals per image")
     parser.add_argument("--boxes", type=int, default=10, help="TDN final boxes per image")
-    parser.add_argument("--keep-thresholds", action="store_true",
-                        help="keep the configs' TDN score threshold (trained weights)")
+    parser.add_argument(
+        "--keep-thresholds",
+        action="store_true",
+        help="keep the configs' TDN score threshold (trained weights)",
+    )
     parser.add_argument("--images", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
@@ -160,7 +165,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             wall, cpu = time_pass(models[k], images, args.batch_size, args.device)
             walls[k].append(wall)
             cpus[k].append(cpu)
-            print(f"repeat {r + 1}/{args.repeats} {k}: {len(images) / wall:.3f} images/s", flush=True)
+            print(
+                f"repeat {r + 1}/{args.repeats} {k}: {len(images) / wall:.3f} images/s", flush=True
+            )
     n = len(images)
     result = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
@@ -183,10 +190,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     result["speedup"] = tdn["images_per_s"] / oim["images_per_s"]
     print(f"\nInference speed on {result['device']} ({result['threads']} threads), "
           f"{args.width}x{args.height}, {n} images x {args.repeats} repeats (median)")  # fmt: skip
-    print(f"{'model':<6} {'images/s':>9} {'s/image':>8} {'CPU s/image':>12} {'Part-2 RoIs/image':>18}")
+    print(
+        f"{'model':<6} {'images/s':>9} {'s/image':>8} {'CPU s/image':>12} {'Part-2 RoIs/image':>18}"
+    )
     for k, v in result["models"].items():
-        print(f"{k:<6} {v['images_per_s']:9.3f} {v['s_per_image']:8.3f} {v['cpu_s_per_image']:12.3f} "
-              f"{v['part2_rois_per_image']:18.1f}")  # fmt: skip
+        print(f"{k:<6} {v['images_per_s']:9.3f} {v['s_per_image']:8.3f} "
+              f"{v['cpu_s_per_image']:12.3f} {v['part2_rois_per_image']:18.1f}")  # fmt: skip
     print(f"TDN / OIM* speed ratio: {result['speedup']:.2f}x (paper, TITAN RTX: 34.3 / 11.5 = "
           f"{34.3 / 11.5:.2f}x on PRW)")  # fmt: skip
     if args.json:

@@ -65,7 +65,9 @@ def crops_dir(root: str, prefix: str) -> str:
     return os.path.join(root, f"{prefix}_crops")
 
 
-def crop_person(image: np.ndarray, box: Sequence[float], size: Sequence[int]) -> Optional[np.ndarray]:
+def crop_person(
+    image: np.ndarray, box: Sequence[float], size: Sequence[int]
+) -> Optional[np.ndarray]:
     """Bilinear crop of ``box`` (x1, y1, x2, y2, pixels; clipped to the image) resized to
     ``size = (height, width)``; None when the clipped box is empty."""
     h, w = image.shape[:2]

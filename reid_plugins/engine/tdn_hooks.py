@@ -97,8 +97,10 @@ class TeacherWeightHook(HookBase):
     ) -> None:
         target = _find_tdn(model)
         if target is None:
-            raise TypeError(f"TeacherWeightHook needs a model with set_teacher_weight(), got "
-                            f"{type(model).__name__}")
+            raise TypeError(
+                f"TeacherWeightHook needs a model with set_teacher_weight(), got "
+                f"{type(model).__name__}"
+            )
         if int(iters_per_epoch) <= 0:
             raise ValueError(f"iters_per_epoch must be > 0, got {iters_per_epoch}")
         teacher_weight(0, w_init=w_init, w_final=w_final, ramp_epochs=ramp_epochs)  # validate

@@ -72,7 +72,9 @@ def test_build_crops_market_layout_read_by_the_market_loader(toy_scenes, tmp_pat
     # query c1; gallery c2 (CUHK-style pseudo camera) without the query's own box
     assert names["query"] == ["0006_c1s1_000000_00.jpg"]
     assert names["bounding_box_test"] == ["0002_c2s1_000001_00.jpg", "0006_c2s1_000000_00.jpg"]
-    crop = np.asarray(Image.open(os.path.join(out, "bounding_box_train", names["bounding_box_train"][2])))
+    crop = np.asarray(
+        Image.open(os.path.join(out, "bounding_box_train", names["bounding_box_train"][2]))
+    )
     assert crop.shape == (32, 16, 3)
     assert np.abs(crop.reshape(-1, 3).mean(0) - COLOURS[1]).max() < 6  # pid 1's colour, jpeg
     train = load_market_style(out, "train", dataset_name="x")

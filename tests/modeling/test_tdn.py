@@ -1,7 +1,5 @@
 """TDN: Part-2 on final boxes only, KTB, frozen teacher and L_t, w(epoch), RCP wiring."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -163,7 +161,9 @@ def test_ktb_crops_are_256x128_and_its_weights_are_not_shared():
     losses = model(_inputs())
     assert len(ktb_in.shapes) == 1 and tuple(ktb_in.shapes[0][1:]) == (3, 256, 128)
     ktb_params = list(model.ktb.parameters())
-    part1_ids = {id(p) for n in ("stem", "res2", "res3") for p in getattr(model.backbone, n).parameters()}
+    part1_ids = {
+        id(p) for n in ("stem", "res2", "res3") for p in getattr(model.backbone, n).parameters()
+    }
     assert ktb_params and not part1_ids & {id(p) for p in ktb_params}
     ptrs = {p.data_ptr() for p in ktb_params}
     assert not ptrs & {p.data_ptr() for p in model.backbone.parameters()}
@@ -224,7 +224,9 @@ def test_teacher_loss_is_eq2_on_all_rois_and_ce_on_labelled_only():
     with torch.no_grad():
         out = model.reid_branch(images.tensors, model.part1(images.tensors), boxes)
         raw = out["crops"] * model.pixel_std + model.pixel_mean
-        f_t = F.normalize(torch.stack([r["feature"] for r in model.teacher([{"image": c} for c in raw])]), dim=1)
+        f_t = F.normalize(
+            torch.stack([r["feature"] for r in model.teacher([{"image": c} for c in raw])]), dim=1
+        )
     f_s = F.normalize(out["feature"], dim=1)
     expected = 2.5 * ((f_s - f_t) ** 2).sum(dim=1).mean()  # K = 3 RoIs incl. the unlabelled
     torch.testing.assert_close(losses["loss_teacher"].detach(), expected, atol=1e-5, rtol=1e-4)
@@ -253,8 +255,13 @@ def test_teacher_from_config_file_and_checkpoint(tmp_path):
     assert not any("teacher" in k for k in model.state_dict())
     # a teacher of another feature size needs the projection
     teacher_yaml.write_text(teacher_yaml.read_text().replace("BASE_WIDTH: 8", "BASE_WIDTH: 4"))
-    small = ReIDBaseline(backbone=ResNet(depth=18, base_width=4), head=EmbeddingHead(feat_dim=32, num_classes=4),
-                         pixel_mean=MEAN, pixel_std=STD, ce_loss=CrossEntropyLoss())  # fmt: skip
+    small = ReIDBaseline(
+        backbone=ResNet(depth=18, base_width=4),
+        head=EmbeddingHead(feat_dim=32, num_classes=4),
+        pixel_mean=MEAN,
+        pixel_std=STD,
+        ce_loss=CrossEntropyLoss(),
+    )
     Checkpointer(small, str(tmp_path)).save("teacher")
     with pytest.raises(ValueError, match="PROJECTION"):
         build_model(cfg)
@@ -365,7 +372,9 @@ def _register_toy(tmp_path):
     for name in ("toy_prw_rcp_gallery", "toy_prw_rcp_query"):
         if name in DatasetCatalog:
             DatasetCatalog.remove(name)
-    gallery, query = [rec("g1.jpg"), rec("g2.jpg")], [rec("q.jpg", query_box=np.array(A, np.float32), query_pid=1)]
+    gallery, query = [rec("g1.jpg"), rec("g2.jpg")], [
+        rec("q.jpg", query_box=np.array(A, np.float32), query_pid=1)
+    ]
     DatasetCatalog.register("toy_prw_rcp_gallery", lambda: gallery)
     DatasetCatalog.register("toy_prw_rcp_query", lambda: query)
     MetadataCatalog.get("toy_prw_rcp_gallery").set(search_protocol="prw")
@@ -397,5 +406,8 @@ def test_rcp_through_the_tdn_test_path(tmp_path):
     assert set(q) == {"query_feature", "boxes", "scores", "features"} and len(q["boxes"]) == 2
     torch.testing.assert_close(q["query_feature"], torch.tensor([1.0, 0, 0, 0]))
     model.query_context = False
-    assert set(model.extract_query([dict(q, image=torch.zeros(3, 64, 96), height=64, width=96,
-                                         query_box=[10, 5, 30, 60])])[0]) == {"query_feature"}
+    assert set(
+        model.extract_query(
+            [dict(q, image=torch.zeros(3, 64, 96), height=64, width=96, query_box=[10, 5, 30, 60])]
+        )[0]
+    ) == {"query_feature"}

@@ -63,8 +63,13 @@ from ..person_search import (
     to_original,
     to_resized,
 )
-from ..person_search.tdn_heads import KnowledgeTransferBridge, ReIDNeck, TDNBoxHead, crop_boxes
-from ..person_search.tdn_heads import part1_copy
+from ..person_search.tdn_heads import (
+    KnowledgeTransferBridge,
+    ReIDNeck,
+    TDNBoxHead,
+    crop_boxes,
+    part1_copy,
+)
 from ..person_search.tdn_teacher import (
     build_teacher,
     freeze_teacher,
@@ -158,9 +163,7 @@ class TDN(nn.Module):
                 f"equal the re-ID RoIAlign size {self.reid_resolution} "
                 "(MODEL.PERSON_SEARCH.ROI_HEADS.POOLER_RESOLUTION)"
             )
-        if ktb is not None and any(
-            p is q for p in ktb.parameters() for q in backbone.parameters()
-        ):
+        if ktb is not None and any(p is q for p in ktb.parameters() for q in backbone.parameters()):
             raise ValueError("The KTB must not share parameters with Part-1: build a new backbone")
         self.backbone = backbone
         self.rpn = rpn
@@ -371,9 +374,7 @@ class TDN(nn.Module):
 
     def box_predictions(self, features: torch.Tensor, boxes: List[torch.Tensor]):
         """``(class_logits, box_deltas)`` of the RoI head for per-image ``boxes``."""
-        pooled = self._roi_align(
-            features, boxes, self.box_head.resolution, self.box_sampling_ratio
-        )
+        pooled = self._roi_align(features, boxes, self.box_head.resolution, self.box_sampling_ratio)
         return self.box_head(pooled)
 
     def detect(self, images, features: torch.Tensor) -> List[Tuple[torch.Tensor, torch.Tensor]]:
@@ -532,7 +533,9 @@ class TDN(nn.Module):
     def _results(self, batched_inputs, images, features, dets) -> List[Dict[str, torch.Tensor]]:
         emb = self.embed(images, features, [b for b, _ in dets])
         out = []
-        for x, (boxes, scores), f in zip(batched_inputs, dets, emb.split([len(b) for b, _ in dets])):
+        for x, (boxes, scores), f in zip(
+            batched_inputs, dets, emb.split([len(b) for b, _ in dets])
+        ):
             out.append({"boxes": to_original(boxes, x), "scores": scores, "features": f})
         return out
 
@@ -557,5 +560,7 @@ class TDN(nn.Module):
         query = self.embed(images.tensors, features, boxes)
         if not self.query_context:
             return [{"query_feature": q} for q in query]
-        context = self._results(batched_inputs, images.tensors, features, self.detect(images, features))
+        context = self._results(
+            batched_inputs, images.tensors, features, self.detect(images, features)
+        )
         return [dict(c, query_feature=q) for q, c in zip(query, context)]

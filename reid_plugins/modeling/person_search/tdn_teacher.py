@@ -126,7 +126,9 @@ def build_teacher(config_file: str, weights: str, *, device="cpu") -> nn.Module:
         )
     unexpected = [k for k in state if k not in own]
     if unexpected:
-        logger.info("Teacher: ignored %d checkpoint entries (e.g. %s)", len(unexpected), unexpected[:3])
+        logger.info(
+            "Teacher: ignored %d checkpoint entries (e.g. %s)", len(unexpected), unexpected[:3]
+        )
     teacher.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     teacher.to(torch.device(str(device)))
     logger.info("TDN teacher: %s from '%s' with weights '%s'", name, config_file, weights)
@@ -170,7 +172,9 @@ def teacher_input_size(config_file: str, override: Optional[Sequence[int]] = Non
     ``INPUT.SIZE_TEST``."""
     if override:
         if len(override) != 2:
-            raise ValueError(f"MODEL.TDN.TEACHER.INPUT_SIZE must be [height, width], got {override}")
+            raise ValueError(
+                f"MODEL.TDN.TEACHER.INPUT_SIZE must be [height, width], got {override}"
+            )
         return int(override[0]), int(override[1])
     from ...config import add_all_configs, get_cfg
 
