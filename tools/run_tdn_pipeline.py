@@ -9,7 +9,7 @@
 4. train TDN with the teacher checkpoint (``projects/tdn/synthetic.yaml``), evaluated with RCP;
 5. evaluate the same TDN checkpoint without RCP (Table II "TDN" vs "TDN + RCP");
 6. optionally (``--variants``) train and evaluate the Table III variants (baseline, teacher
-   only, KTB only) with the same teacher.
+   only, KTB only) with the same teacher, and (``--oim``) the OIM* baseline of Table II.
 
 Each training runs ``tools/train_net.py`` in a subprocess (logs in its output folder). A
 summary table is printed and written to ``<output-dir>/summary.json``.
@@ -33,6 +33,7 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+OIM_CONFIG = "projects/oim/synthetic.yaml"
 VARIANTS = {
     "baseline": "projects/tdn/ablations/synthetic_baseline.yaml",
     "teacher_only": "projects/tdn/ablations/synthetic_teacher_only.yaml",
@@ -130,6 +131,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         help="also train the Table III variants (baseline, teacher / KTB only)",
     )
     parser.add_argument(
+        "--oim",
+        action="store_true",
+        help="also train the OIM* baseline (projects/oim/synthetic.yaml, Table II)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -202,6 +208,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                 name, cfg, out, teacher_weights, env, args.opts or [], reuse=args.reuse
             )
             times[name] = time.perf_counter() - t
+    if args.oim:
+        t = time.perf_counter()
+        _log("OIM* baseline (projects/oim/synthetic.yaml)")
+        runs["oim"] = run_tdn("oim", OIM_CONFIG, out, teacher_weights, env, [], reuse=args.reuse)
+        times["oim"] = time.perf_counter() - t
     for k, v in previous.items():  # reused runs keep the time they took
         if k != "total" and times.get(k, 0.0) < 1.0 and v >= 1.0:
             times[k] = v

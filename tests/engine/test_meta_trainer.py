@@ -480,6 +480,14 @@ def test_resume_restores_memories_and_reproduces_the_run(tmp_path):
             return tr
 
         full = run(tmp_path / "full")
+        step = full._trainer  # MODEL.M3L keys reach the step trainer
+        assert isinstance(step, MetaStepTrainer) and step.meta_learning and step.seed == 3
+        assert (step.inner_optimizer, step.memory_update, step.first_order) == (
+            "adam",
+            "forward",
+            False,
+        )
+        assert step.inner_lr == pytest.approx(3.5e-4) and step.inner_lr_follows_schedule
         full.train()
         ref = {k: v.clone() for k, v in full.model_without_ddp.state_dict().items()}
 

@@ -222,3 +222,21 @@ def test_corrupt_checkpoint_error_names_file(tmp_path):
     path.write_bytes(b"\x00not a checkpoint")
     with pytest.raises(RuntimeError, match="model_bad.pth"):
         Checkpointer(ToyClassifier(), str(tmp_path)).load(str(path))
+
+
+def test_precise_bn_recomputes_running_statistics():
+    from reid_plugins.engine import hooks
+
+    torch.manual_seed(0)
+    model = ToyClassifier()
+    stream = ToyStream(batch_size=16, seed=3)
+    batches = [stream.batch(k) for k in range(4)]
+    # true mean of the BN input over the data the hook will see
+    with torch.no_grad():
+        feats = torch.cat([model.fc1(torch.stack([b["image"].flatten() for b in batch]))
+                           for batch in batches])
+    hook = hooks.PreciseBN(0, model, iter(batches), num_iter=4)
+    assert not torch.allclose(model.bn.running_mean, feats.mean(0), atol=1e-3)
+    hook.update_stats()
+    assert torch.allclose(model.bn.running_mean, feats.mean(0), atol=1e-5)
+    assert torch.allclose(model.bn.running_var, feats.var(0, unbiased=True), rtol=0.05)

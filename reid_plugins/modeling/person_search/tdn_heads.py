@@ -158,7 +158,7 @@ class ReIDNeck(nn.Module):
         freeze_bias: keep the BN bias at 0 (BNNeck).
 
     ``forward(x (R, C, h, w))`` returns ``{"pre_bn": (R, C), "feature": (R, C) post-BN,
-    "logits": (R, num_classes)}`` (logits only with a classifier).
+    "logits": (R, num_classes)}`` (logits only with a classifier, in training mode).
     """
 
     def __init__(self, *, feat_dim: int, num_classes: int = 0, freeze_bias: bool = True) -> None:
@@ -186,6 +186,6 @@ class ReIDNeck(nn.Module):
         else:
             post = self.bn(pre)
         out = {"pre_bn": pre, "feature": post}
-        if self.classifier is not None:
+        if self.classifier is not None and self.training:
             out["logits"] = self.classifier(post)
         return out
