@@ -40,8 +40,8 @@ def _person_search_node() -> CN:
     # Anchors sampled per image for the RPN losses, and their foreground fraction.
     ps.RPN.BATCH_SIZE_PER_IMAGE = 256
     ps.RPN.POSITIVE_FRACTION = 0.5
-    # Proposals kept before / after the RPN NMS, per image (OIM code: 12000/2000 train,
-    # 6000/300 test).
+    # Proposals kept before / after the RPN NMS, per image (public OIM re-implementations:
+    # 12000/2000 train, 6000/300 test).
     ps.RPN.PRE_NMS_TOPK_TRAIN = 12000
     ps.RPN.POST_NMS_TOPK_TRAIN = 2000
     ps.RPN.PRE_NMS_TOPK_TEST = 6000
@@ -66,9 +66,9 @@ def _person_search_node() -> CN:
     ps.ROI_HEADS.BBOX_REG_WEIGHTS = [10.0, 10.0, 5.0, 5.0]
     # Smooth-L1 beta of the RoI box regression loss (torchvision's Fast R-CNN: 1/9).
     ps.ROI_HEADS.SMOOTH_L1_BETA = 1.0 / 9
-    # Inference: drop detections scoring below SCORE_THRESH_TEST, NMS at NMS_THRESH_TEST
-    # (0.4 as the OIM code), keep at most DETECTIONS_PER_IMAGE. The evaluator applies
-    # TEST.SEARCH.DET_THRESH on top.
+    # Inference: drop detections scoring below SCORE_THRESH_TEST, NMS at NMS_THRESH_TEST (0.4,
+    # as public OIM re-implementations), keep at most DETECTIONS_PER_IMAGE. The evaluator
+    # applies TEST.SEARCH.DET_THRESH on top.
     ps.ROI_HEADS.SCORE_THRESH_TEST = 0.05
     ps.ROI_HEADS.NMS_THRESH_TEST = 0.4
     ps.ROI_HEADS.DETECTIONS_PER_IMAGE = 100

@@ -121,3 +121,28 @@ def test_images_without_detections(tiny_scenes, tmp_path):
     res = PersonSearchTrainer.test(cfg, model)
     assert res["search"]["mAP"] == 0.0 and res["search"]["top-1"] == 0.0
     assert res["detection"]["recall"] == 0.0
+
+
+def test_exact_resume(tiny_scenes, tmp_path):
+    """4 iterations straight == 2 iterations, checkpoint, resume, 2 more (data stream, RoI
+    sampling RNG, optimizer and OIM tables all restored)."""
+    cfg = _cfg(tmp_path)
+    cfg.merge_from_list(["DATASETS.TEST", [], "SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2])
+    cfg.INPUT.FLIP.PROB = 0.5
+    torch.manual_seed(0)
+    straight = build_trainer(cfg)
+    straight.resume_or_load(resume=False)
+    straight.train()
+    final = {k: v.clone() for k, v in straight.model_without_ddp.state_dict().items()}
+    assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "model_0000001.pth"))
+    straight.checkpointer.tag_last_checkpoint("model_0000001.pth")
+
+    torch.manual_seed(123)  # the resumed run must not depend on the fresh process' RNG
+    resumed = build_trainer(cfg)
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 2
+    resumed.train()
+    state = resumed.model_without_ddp.state_dict()
+    assert set(state) == set(final)
+    for k, v in final.items():
+        assert torch.equal(state[k], v), k
