@@ -153,6 +153,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
     start = time.perf_counter()
     env = dict(os.environ)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a busy machine
     if args.threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     out = os.path.abspath(args.output_dir)
