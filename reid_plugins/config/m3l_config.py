@@ -51,10 +51,13 @@ def _m3l_node() -> CN:
     # Betas and eps of the inner Adam step (torch.optim.Adam defaults).
     m.INNER_ADAM_BETAS = [0.9, 0.999]
     m.INNER_ADAM_EPS = 1e-8
-    # Constant added to Adam's second moment before the square root. 0 = exact Adam. The
-    # authors' code adds 1e-8, which (after the 1/(1-beta2) bias correction) floors the
-    # denominator at ~3.2e-3, turning the step into ~ alpha * g / 3.2e-3 for small gradients.
-    m.INNER_ADAM_SQ_EPS = 0.0
+    # Constant added to Adam's second moment before the square root, as the authors' code does
+    # (1e-8). After the 1/(1-beta2) bias correction it floors the denominator at ~3.2e-3: the
+    # step is ~ alpha * sign(g) for |g| >> 3e-3 and ~ alpha * g / 3.2e-3 below, and its
+    # derivative stays bounded. 0 = the exact torch.optim.Adam step g / (|g| + eps), whose
+    # derivative eps / (|g| + eps)^2 spikes to ~1/eps for near-zero gradients: the second-order
+    # term is then dominated by those coordinates and training stalls (see projects/m3l/README).
+    m.INNER_ADAM_SQ_EPS = 1e-8
     # Weight decay folded into the inner gradient; < 0 = the outer optimiser's value for each
     # parameter group (SOLVER.WEIGHT_DECAY / WEIGHT_DECAY_NORM).
     m.INNER_WEIGHT_DECAY = -1.0

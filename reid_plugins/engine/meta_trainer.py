@@ -95,7 +95,8 @@ def fresh_adam_step(
         lrs, weight_decays: per-parameter learning rate and L2 weight decay.
         betas, eps: Adam's coefficients.
         sq_eps: constant added to the second moment before the square root (0 = exact Adam;
-            the authors' code uses 1e-8).
+            the authors' code, and ``MODEL.M3L.INNER_ADAM_SQ_EPS`` by default, use 1e-8, which
+            bounds the step's derivative).
 
     Returns:
         The updated tensors p' (in order).
@@ -192,7 +193,7 @@ class MetaStepTrainer(SimpleTrainer):
         inner_lr_follows_schedule: bool = True,
         inner_betas: Sequence[float] = (0.9, 0.999),
         inner_eps: float = 1e-8,
-        inner_sq_eps: float = 0.0,
+        inner_sq_eps: float = 1e-8,
         inner_weight_decay: float = -1.0,
         first_order: bool = False,
         memory_update: str = "forward",

@@ -106,7 +106,7 @@ class Quadratic(nn.Module):
         return {"loss_q": torch.stack(losses).mean()}
 
 
-def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0.5):
+def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0.5, sq=0.0):
     model = Quadratic()
     opt = torch.optim.SGD([{"params": [model.theta], "lr": 0.0, "weight_decay": wd}], lr=0.0)
     data = [[{"domain": d}] for d in range(DOMAINS)]
@@ -119,6 +119,7 @@ def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0
         base_lr=1.0,
         inner_lr_follows_schedule=False,
         inner_eps=eps,
+        inner_sq_eps=sq,
         first_order=first_order,
         seed=4,
     )
@@ -134,8 +135,10 @@ def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0
     G = A + wd * torch.eye(3, dtype=torch.float64)  # its Jacobian d g / d theta
     if inner_optimizer == "sgd":
         step, dstep = alpha * g, alpha * torch.eye(3, dtype=torch.float64)
-    else:  # fresh Adam: g / (|g| + eps), derivative eps / (|g| + eps)^2
-        step, dstep = alpha * g / (g.abs() + eps), alpha * torch.diag(eps / (g.abs() + eps) ** 2)
+    else:  # fresh Adam: g / (R + eps) with R = sqrt(g^2 + sq / (1 - b2)) (= |g| for sq = 0)
+        R = torch.sqrt(g**2 + sq / (1 - 0.999))
+        step = alpha * g / (R + eps)
+        dstep = alpha * torch.diag((sq / (1 - 0.999) + eps * R) / (R * (R + eps) ** 2))
     theta_p = theta - step
     r = theta_p - model.c[t]  # d L_mte / d theta'
     first = A @ theta - b + r
@@ -143,15 +146,15 @@ def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0
     return cap.grads[0][0], first, second_term
 
 
-@pytest.mark.parametrize("inner", ["sgd", "adam"])
-def test_second_order_terms_reach_theta(inner):
-    grad, first, second_term = _quadratic_step(inner)
+@pytest.mark.parametrize("inner,sq", [("sgd", 0.0), ("adam", 0.0), ("adam", 1e-3)])
+def test_second_order_terms_reach_theta(inner, sq):
+    grad, first, second_term = _quadratic_step(inner, sq=sq)
     assert second_term.norm() > 0.01  # the Hessian-vector term is not negligible here
     torch.testing.assert_close(grad, first + second_term, rtol=1e-10, atol=1e-12)
     # a first-order implementation would give ``first`` and fail the assertion above
     assert (grad - first).norm() > 0.01
     # ... which is exactly what the FIRST_ORDER switch computes
-    grad_fo, first_fo, _ = _quadratic_step(inner, first_order=True)
+    grad_fo, first_fo, _ = _quadratic_step(inner, first_order=True, sq=sq)
     torch.testing.assert_close(grad_fo, first_fo, rtol=1e-10, atol=1e-12)
 
 
@@ -263,7 +266,10 @@ def test_inner_adam_step_equals_torch_adam_on_a_copy():
     opt = build_optimizer(cfg, model)
     for group in opt.param_groups:  # as during warm-up: half the base LR
         group["lr"] *= 0.5
-    tr = MetaStepTrainer(model, stream(), opt, inner_lr=1e-3, base_lr=cfg.SOLVER.BASE_LR)
+    # exact Adam (the default adds the authors' 1e-8 to the second moment)
+    tr = MetaStepTrainer(
+        model, stream(), opt, inner_lr=1e-3, base_lr=cfg.SOLVER.BASE_LR, inner_sq_eps=0.0
+    )
     names, params = tr.trainable()
     loss = sum(model([batch(0), batch(1)], stage="meta_train", update_memory=False).values())
     grads = torch.autograd.grad(loss, params, retain_graph=True)

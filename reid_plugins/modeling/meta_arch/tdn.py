@@ -68,7 +68,6 @@ from ..person_search.tdn_heads import (
     ReIDNeck,
     TDNBoxHead,
     crop_boxes,
-    part1_copy,
 )
 from ..person_search.tdn_teacher import (
     build_teacher,
@@ -240,12 +239,7 @@ class TDN(nn.Module):
             bg_iou_thresh=roi.BG_IOU_THRESH,
             bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
         )
-        box_head = TDNBoxHead(
-            in_channels=shape.channels,
-            resolution=t.BOX_HEAD.POOLER_RESOLUTION,
-            fc_dim=t.BOX_HEAD.FC_DIM,
-            num_fc=t.BOX_HEAD.NUM_FC,
-        )
+        box_head = TDNBoxHead.from_config(cfg, in_channels=shape.channels)
         if int(t.REID.NUM_PIDS) > 0:
             num_pids = int(t.REID.NUM_PIDS)
         elif num_pids is None:
@@ -254,20 +248,11 @@ class TDN(nn.Module):
                 from ...data.scene_build import get_scene_train_records, num_scene_train_pids
 
                 num_pids = num_scene_train_pids(get_scene_train_records(cfg))
-        neck = ReIDNeck(
-            feat_dim=backbone.stage_shape("res5").channels,
-            num_classes=num_pids,
-            freeze_bias=t.REID.BN_FREEZE_BIAS,
+        neck = ReIDNeck.from_config(
+            cfg, feat_dim=backbone.stage_shape("res5").channels, num_classes=num_pids
         )
-        ktb = None
-        if t.KTB.ENABLED:
-            # a second backbone: same initialisation (ImageNet weights when given), own tensors
-            ktb = KnowledgeTransferBridge(
-                part1=part1_copy(build_backbone(cfg), ps.PART1_END),
-                input_size=t.KTB.INPUT_SIZE,
-                stride=shape.stride,
-                sampling_ratio=t.KTB.SAMPLING_RATIO,
-            )
+        # the KTB: a second backbone cut after Part-1 (same initialisation, own tensors)
+        ktb = KnowledgeTransferBridge.from_config(cfg) if t.KTB.ENABLED else None
         teacher, teacher_size, projection = None, None, None
         if t.TEACHER.ENABLED:
             device = resolve_device(cfg.MODEL.DEVICE)

@@ -63,6 +63,17 @@ class TDNBoxHead(nn.Module):
         nn.init.zeros_(self.cls_score.bias)
         nn.init.zeros_(self.bbox_pred.bias)
 
+    @classmethod
+    def from_config(cls, cfg, *, in_channels: int) -> "TDNBoxHead":
+        """From ``MODEL.TDN.BOX_HEAD.{POOLER_RESOLUTION, FC_DIM, NUM_FC}``."""
+        b = cfg.MODEL.TDN.BOX_HEAD
+        return cls(
+            in_channels=in_channels,
+            resolution=b.POOLER_RESOLUTION,
+            fc_dim=b.FC_DIM,
+            num_fc=b.NUM_FC,
+        )
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         if x.dim() != 4 or tuple(x.shape[1:]) != (self.in_channels, *self.resolution):
             raise ValueError(
@@ -121,6 +132,22 @@ class KnowledgeTransferBridge(nn.Module):
         self.stride = int(stride)
         self.sampling_ratio = int(sampling_ratio)
 
+    @classmethod
+    def from_config(cls, cfg) -> "KnowledgeTransferBridge":
+        """A new backbone of ``MODEL.BACKBONE`` (same initialisation as the detector's, e.g.
+        ImageNet weights, but its own tensors) cut at ``MODEL.PERSON_SEARCH.PART1_END``;
+        ``MODEL.TDN.KTB.{INPUT_SIZE, SAMPLING_RATIO}``."""
+        from ..backbone import build_backbone
+
+        end = cfg.MODEL.PERSON_SEARCH.PART1_END
+        backbone = build_backbone(cfg)
+        return cls(
+            part1=part1_copy(backbone, end),
+            input_size=cfg.MODEL.TDN.KTB.INPUT_SIZE,
+            stride=backbone.stage_shape(end).stride,
+            sampling_ratio=cfg.MODEL.TDN.KTB.SAMPLING_RATIO,
+        )
+
     @property
     def output_size(self) -> Tuple[int, int]:
         """``(height, width)`` of the KTB feature maps."""
@@ -174,6 +201,15 @@ class ReIDNeck(nn.Module):
         if self.num_classes > 0:
             self.classifier = nn.Linear(self.feat_dim, self.num_classes, bias=False)
             nn.init.normal_(self.classifier.weight, std=0.001)
+
+    @classmethod
+    def from_config(cls, cfg, *, feat_dim: int, num_classes: int) -> "ReIDNeck":
+        """From ``MODEL.TDN.REID.BN_FREEZE_BIAS``."""
+        return cls(
+            feat_dim=feat_dim,
+            num_classes=num_classes,
+            freeze_bias=cfg.MODEL.TDN.REID.BN_FREEZE_BIAS,
+        )
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         pre = F.adaptive_avg_pool2d(x, 1).flatten(1)
