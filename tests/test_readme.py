@@ -33,6 +33,11 @@ def test_ci_runs_the_readme_test_command():
     assert test_cmd[0] in ci
 
 
-def test_readme_main_job_config_exists():
-    m = re.search(r"python tools/train_net.py --config-file (\S+)", _readme())
-    assert m and os.path.isfile(os.path.join(REPO, m.group(1)))
+def test_readme_commands_point_at_existing_files():
+    text = _readme()
+    main = re.findall(r"```bash\npip install -e \. && python (\S+)", text)
+    assert main and os.path.isfile(os.path.join(REPO, main[0])), "main job script missing"
+    configs = re.findall(r"--config-file (projects/[\w/.-]+\.yaml)", text)
+    assert configs
+    for path in configs:
+        assert os.path.isfile(os.path.join(REPO, path)), path
