@@ -45,8 +45,8 @@ def _m3l_node() -> CN:
     # 3.5e-5 and increase linearly ... decayed by 0.1"). False = constant INNER_LR.
     m.INNER_LR_FOLLOWS_SCHEDULE = True
     # Inner step: "adam" = one step of a *fresh* Adam (zero moments, step-1 bias correction,
-    # weight decay folded into the gradient, like the authors' code; ~ alpha * sign(g));
-    # "sgd" = theta - alpha * (g + wd * theta).
+    # weight decay folded into the gradient, like the authors' code; ~ alpha * sign(g) for
+    # gradients above ~3e-3, see INNER_ADAM_SQ_EPS); "sgd" = theta - alpha * (g + wd * theta).
     m.INNER_OPTIMIZER = "adam"
     # Betas and eps of the inner Adam step (torch.optim.Adam defaults).
     m.INNER_ADAM_BETAS = [0.9, 0.999]

@@ -18,9 +18,12 @@ One iteration of :class:`MetaStepTrainer` (Zhao et al., CVPR 2021, Alg. 1, Eq. 1
 6. the memories are momentum-updated (Eq. 2) after the step (``MODEL.M3L.MEMORY_UPDATE``).
 
 Numerical care: ``sqrt(v)`` of Adam's second moment is differentiated with a guard so that a
-zero gradient entry (``v = 0``) gives a zero, not ``inf * 0 = NaN``, derivative; the exact
-derivative of the step ``g / (|g| + eps)`` (``eps / (|g| + eps)^2``) is kept otherwise. The
-summed gradient norm is checked after the backward pass and a
+zero gradient entry (``v = 0``) gives a zero, not ``inf * 0 = NaN``, derivative. The exact
+fresh-Adam step ``g / (|g| + eps)`` has the derivative ``eps / (|g| + eps)^2``, which spikes to
+``1 / eps`` for near-zero gradients and lets those coordinates dominate the second-order term
+(training stalls); by default (``MODEL.M3L.INNER_ADAM_SQ_EPS = 1e-8``) the second moment gets
+the authors' ``+1e-8`` before the square root, which bounds that derivative. The summed
+gradient norm is checked after the backward pass and a
 :class:`~reid_plugins.engine.NonFiniteLossError` names the offending parameters.
 
 With ``MODEL.M3L.META_LEARNING = False`` an iteration is the paper's baseline: the losses of
