@@ -238,7 +238,7 @@ def test_meta_gradient_of_m3l_matches_finite_differences():
     assert abs(first - numeric) > 100 * abs(analytic - numeric) + 1e-6
 
 
-def test_guarded_sqrt_keeps_second_order_graph_finite_for_zero_gradients():
+def test_exact_adam_keeps_second_order_graph_finite_for_zero_gradients():
     p = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
     mask = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)  # middle gradient is exactly 0
     loss = (mask * p**3).sum()
