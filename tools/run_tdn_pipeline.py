@@ -35,9 +35,9 @@ sys.path.insert(0, REPO)
 
 OIM_CONFIG = "projects/oim/synthetic.yaml"
 VARIANTS = {
-    "baseline": "projects/tdn/ablations/synthetic_baseline.yaml",
-    "teacher_only": "projects/tdn/ablations/synthetic_teacher_only.yaml",
-    "ktb_only": "projects/tdn/ablations/synthetic_ktb_only.yaml",
+    "baseline": "projects/tdn/synthetic_baseline.yaml",
+    "teacher_only": "projects/tdn/synthetic_teacher_only.yaml",
+    "ktb_only": "projects/tdn/synthetic_ktb_only.yaml",
 }
 
 
