@@ -6,4 +6,5 @@ from .checkpointer import (  # noqa: F401
     PeriodicCheckpointer,
     atomic_torch_save,
     atomic_write_bytes,
+    stale_temp_files,
 )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
 from fvcore.common.checkpoint import Checkpointer as _FvCheckpointer
@@ -13,7 +14,13 @@ from fvcore.common.checkpoint import PeriodicCheckpointer  # noqa: F401  (re-exp
 
 from ..utils import comm
 
-__all__ = ["Checkpointer", "PeriodicCheckpointer", "CheckpointError", "atomic_torch_save"]
+__all__ = [
+    "Checkpointer",
+    "PeriodicCheckpointer",
+    "CheckpointError",
+    "atomic_torch_save",
+    "stale_temp_files",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,18 @@ def atomic_write_bytes(path: str, write_fn) -> None:
         pass
 
 
+def stale_temp_files(directory: str) -> List[str]:
+    """Temp files that :func:`atomic_write_bytes` left in ``directory`` (a process killed
+    between creating and renaming them): hidden ``.<name>.<random>.tmp`` files."""
+    if not os.path.isdir(directory):
+        return []
+    return sorted(
+        os.path.join(directory, n)
+        for n in os.listdir(directory)
+        if n.startswith(".") and n.endswith(".tmp") and os.path.isfile(os.path.join(directory, n))
+    )
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save`` that never leaves a partially written ``path``."""
     atomic_write_bytes(path, lambda f: torch.save(obj, f))
@@ -64,6 +83,12 @@ class Checkpointer(_FvCheckpointer):
     (memory banks, OIM lookup tables, queues...). Extra checkpointables (optimizer, trainer
     state with scheduler and RNG states) are passed as keyword arguments, as in fvcore.
     Only the main process writes.
+
+    Recovery from interrupted runs: temp files left by a save that was killed before its
+    rename are removed (with a warning) when the main process creates the checkpointer; when
+    ``last_checkpoint`` is missing but checkpoint files are present, :meth:`has_checkpoint` is
+    true and :meth:`get_checkpoint_file` returns the newest of them (``model_final.pth``, else
+    the highest ``model_<iter>.pth``) with a warning, instead of silently starting again.
     """
 
     def __init__(
@@ -72,6 +97,17 @@ class Checkpointer(_FvCheckpointer):
         if save_to_disk is None:
             save_to_disk = comm.is_main_process()
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        if self.save_dir and self.save_to_disk:
+            stale = stale_temp_files(self.save_dir)
+            for path in stale:
+                os.remove(path)
+            if stale:
+                logger.warning(
+                    "Removed %d partial file(s) left by an interrupted checkpoint save in %s: %s",
+                    len(stale),
+                    self.save_dir,
+                    ", ".join(os.path.basename(p) for p in stale),
+                )
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -90,7 +126,34 @@ class Checkpointer(_FvCheckpointer):
         path = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write_bytes(path, lambda f: f.write(last_filename_basename.encode()))
 
+    _ITER_FILE = re.compile(r"^model_(\d+)\.pth$")
+
+    def _newest_checkpoint_file(self) -> str:
+        """``model_final.pth`` if present, else the ``model_<iter>.pth`` with the highest
+        iteration in ``save_dir`` ("" when there is none)."""
+        if not self.save_dir or not os.path.isdir(self.save_dir):
+            return ""
+        names = os.listdir(self.save_dir)
+        if "model_final.pth" in names:
+            return os.path.join(self.save_dir, "model_final.pth")
+        numbered = [(int(m.group(1)), n) for n in names if (m := self._ITER_FILE.match(n))]
+        return os.path.join(self.save_dir, max(numbered)[1]) if numbered else ""
+
+    def has_checkpoint(self) -> bool:
+        """True when ``last_checkpoint`` exists or, failing that, a checkpoint file does."""
+        return super().has_checkpoint() or bool(self._newest_checkpoint_file())
+
     def get_checkpoint_file(self) -> str:
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        if self.save_dir and not os.path.exists(tag):
+            newest = self._newest_checkpoint_file()
+            if newest:
+                logger.warning(
+                    "%s is missing; resuming from the newest checkpoint file found there: %s",
+                    tag,
+                    newest,
+                )
+                return newest
         try:
             path = super().get_checkpoint_file()
         except UnicodeDecodeError as e:  # garbage bytes instead of a file name

@@ -522,3 +522,29 @@ def test_bad_last_checkpoint_tag_fails_loudly(trained_dir, content, message):
     with pytest.raises(CheckpointError, match=message) as e:
         trainer.resume_or_load(resume=True)
     assert str(out / "last_checkpoint") in str(e.value)
+
+
+def test_resume_without_last_checkpoint_continues_from_the_newest_file(trained_dir):
+    cfg, out = trained_dir
+    numbered = sorted(n for n in os.listdir(out) if n.startswith("model_0") and n.endswith(".pth"))
+    assert numbered, os.listdir(out)
+    os.remove(out / "last_checkpoint")
+    os.remove(out / "model_final.pth")
+    newest_iter = int(numbered[-1][len("model_") : -len(".pth")])
+    trainer = _ToyTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == newest_iter + 1 > 1
+
+
+def test_sigkill_debris_is_cleaned_by_the_next_run(tmp_path):
+    model, ckpt, _ = _saved_model(tmp_path)
+    proc = mp.get_context("fork").Process(
+        target=_kill_during_save,
+        args=(str(tmp_path), "inside torch.save", model.state_dict()),
+    )
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == -signal.SIGKILL
+    assert any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    Checkpointer(ToyClassifier(), str(tmp_path))
+    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
