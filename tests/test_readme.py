@@ -41,3 +41,32 @@ def test_readme_commands_point_at_existing_files():
     assert configs
     for path in configs:
         assert os.path.isfile(os.path.join(REPO, path)), path
+
+
+def _all_readmes():
+    paths = [os.path.join(REPO, "README.md")]
+    projects = os.path.join(REPO, "projects")
+    paths += sorted(
+        os.path.join(projects, d, "README.md")
+        for d in os.listdir(projects)
+        if os.path.isfile(os.path.join(projects, d, "README.md"))
+    )
+    return paths
+
+
+def test_every_project_folder_has_a_readme():
+    projects = os.path.join(REPO, "projects")
+    for d in os.listdir(projects):
+        if os.path.isdir(os.path.join(projects, d)):
+            assert os.path.isfile(os.path.join(projects, d, "README.md")), d
+
+
+def test_every_readme_names_existing_configs_tools_and_pictures():
+    for readme in _all_readmes():
+        with open(readme) as f:
+            text = f.read()
+        here = os.path.dirname(readme)
+        for path in re.findall(r"(?<![\w/])((?:projects|tools)/[\w/.-]+\.(?:yaml|py))", text):
+            assert os.path.isfile(os.path.join(REPO, path)), f"{readme}: {path}"
+        for link in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text):
+            assert os.path.isfile(os.path.normpath(os.path.join(here, link))), f"{readme}: {link}"

@@ -4,7 +4,7 @@
 Person search (a trained person-search model; the query is a scene + ``--query-box``, or a
 cropped person when the box is omitted)::
 
-    python tools/demo.py search --config-file projects/tdn/configs/tdn_prw.yaml \
+    python tools/demo.py search --config-file projects/tdn/prw.yaml \
         --query query.jpg --query-box 120 40 180 220 --gallery scenes/ --output demo_out \
         MODEL.WEIGHTS output/model_final.pth
     python tools/demo.py search ... --gallery video.mp4 --frame-stride 5   # annotated video
