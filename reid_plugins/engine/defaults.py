@@ -317,19 +317,44 @@ class DefaultTrainer(TrainerBase):
         """
         from ..evaluation import inference_on_dataset
 
-        results: Dict = OrderedDict()
-        for idx, name in enumerate(cfg.DATASETS.TEST):
+        def evaluate(name: str, evaluator) -> Dict:
             loader = cls.build_test_loader(cfg, name)
-            if evaluators is not None:
-                evaluator = evaluators[idx]
-            else:
+            if evaluator is None:
                 evaluator = cls.build_evaluator(
                     cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name)
                 )
-            res = inference_on_dataset(model, loader, evaluator, desc=f"eval {name}")
+            return inference_on_dataset(model, loader, evaluator, desc=f"eval {name}")
+
+        return cls.evaluate_test_sets(cfg, evaluators, evaluate)
+
+    @staticmethod
+    def evaluate_test_sets(
+        cfg,
+        evaluators,
+        evaluate,
+        title: str = "Evaluation",
+        log: logging.Logger = logger,
+    ) -> Dict:
+        """The loop shared by the trainers' ``test``: the results of every ``DATASETS.TEST``
+        set, logged (main process) and written to ``OUTPUT_DIR/eval_results.json``.
+
+        Args:
+            cfg: the config (``DATASETS.TEST``, ``OUTPUT_DIR``).
+            evaluators: one evaluator per test set, or None.
+            evaluate: ``evaluate(name, evaluator) -> results`` of one set; ``evaluator`` is
+                ``evaluators[i]``, or None when ``evaluators`` is None (``evaluate`` builds it).
+            title, log: each set's results are logged as ``"<title> results for <name>"``
+                on ``log``.
+
+        Returns:
+            ``{dataset_name: results}``, or the results of the single dataset directly.
+        """
+        results: Dict = OrderedDict()
+        for idx, name in enumerate(cfg.DATASETS.TEST):
+            res = evaluate(name, evaluators[idx] if evaluators is not None else None)
             results[name] = res
             if comm.is_main_process():
-                logger.info("Evaluation results for %s:\n%s", name, format_results(res))
+                log.info("%s results for %s:\n%s", title, name, format_results(res))
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
             with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:

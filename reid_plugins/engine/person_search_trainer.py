@@ -16,14 +16,11 @@ for scene data:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from collections import OrderedDict
 from typing import Dict, Optional
 
-from ..utils import comm
-from .defaults import TRAINER_REGISTRY, DefaultTrainer, format_results
+from .defaults import TRAINER_REGISTRY, DefaultTrainer
 
 __all__ = ["PersonSearchTrainer"]
 
@@ -91,23 +88,12 @@ class PersonSearchTrainer(DefaultTrainer):
         """
         from ..evaluation.person_search_evaluation import run_person_search_inference
 
-        results: Dict = OrderedDict()
-        for idx, name in enumerate(cfg.DATASETS.TEST):
+        def evaluate(name: str, evaluator) -> Dict:
             gallery_loader = cls.build_test_loader(cfg, name)
-            if evaluators is not None:
-                evaluator = evaluators[idx]
-            else:
+            if evaluator is None:
                 out = os.path.join(cfg.OUTPUT_DIR, "inference", name) if cfg.OUTPUT_DIR else None
                 evaluator = cls.build_evaluator(cfg, name, out)
             query_loader = cls.build_query_loader(cfg, name, evaluator.queries)
-            res = run_person_search_inference(model, gallery_loader, query_loader, evaluator)
-            results[name] = res
-            if comm.is_main_process():
-                logger.info("Person search results for %s:\n%s", name, format_results(res))
-        if comm.is_main_process() and cfg.OUTPUT_DIR:
-            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            with open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=2, default=float)
-        if len(results) == 1:
-            return list(results.values())[0]
-        return results
+            return run_person_search_inference(model, gallery_loader, query_loader, evaluator)
+
+        return cls.evaluate_test_sets(cfg, evaluators, evaluate, "Person search", logger)

@@ -318,7 +318,7 @@ def evaluate_retrieved(
     ap = np.where(valid, ap_sum / np.maximum(n_good, 1), np.nan)
     rows = np.arange(nq)
     last_rank = rank0[rows, k - 1 - np.argmax(match[:, ::-1], axis=1)]
-    inp = np.where(found == n_good, n_good / (last_rank + 1.0), 0.0)
+    inp = np.where(found == n_good, n_good / np.maximum(last_rank + 1.0, 1.0), 0.0)
     inp = np.where(valid, inp, np.nan)
     first_rank = np.where(found > 0, rank0[rows, np.argmax(match, axis=1)], max_rank)
     first = first_rank[valid]

@@ -128,8 +128,13 @@ def toy_ddp_worker(output_dir: str, max_iter: int = 6) -> None:
     gathered = comm.all_gather(float(loss))
     reduced = comm.reduce_dict({"loss": loss})["loss"]
     torch.save(
-        {"state": model.state_dict(), "loss": float(loss), "gathered": gathered,
-         "reduced": float(reduced), "world_size": comm.get_world_size()},
+        {
+            "state": model.state_dict(),
+            "loss": float(loss),
+            "gathered": gathered,
+            "reduced": float(reduced),
+            "world_size": comm.get_world_size(),
+        },
         os.path.join(output_dir, f"rank{rank}.pt"),
     )
 

@@ -16,9 +16,6 @@ from reid_plugins.data.datasets.cuhk_sysu import (
     load_cuhk_sysu_protocol,
     load_cuhk_sysu_query,
     load_cuhk_sysu_train,
-    mat_elements,
-    mat_field,
-    mat_string,
     scene_statistics,
 )
 
@@ -182,14 +179,13 @@ def test_alternative_shapes_give_identical_records(tmp_path, cuhk):
             np.testing.assert_array_equal(ra["pids"], rb["pids"])
 
 
-def test_helpers_accept_squeezed_loadmat(cuhk):
+def test_helpers_accept_squeezed_loadmat(cuhk, mat_strings):
     path = os.path.join(cuhk, "annotation", "Images.mat")
     for kw in ({"squeeze_me": True}, {"squeeze_me": True, "struct_as_record": False}):
         img = scipy.io.loadmat(path, **kw)["Img"]
-        names = [mat_string(mat_field(e, "imname", "t")) for e in mat_elements(img)]
-        assert names == list(IMAGES)
+        assert mat_strings(img, "imname") == list(IMAGES)
     pool = scipy.io.loadmat(os.path.join(cuhk, "annotation", "pool.mat"), squeeze_me=True)
-    assert [mat_string(e) for e in mat_elements(pool["pool"])] == POOL
+    assert mat_strings(pool["pool"]) == POOL
 
 
 def test_missing_and_malformed_files_are_named(tmp_path, cuhk):

@@ -9,15 +9,11 @@ import scipy.io
 
 from reid_plugins.data.catalog import DatasetCatalog
 from reid_plugins.data.datasets.cuhk_sysu import (
-    UNLABELED_PID,
     cuhk_sysu_gallery_sizes,
     load_cuhk_sysu_gallery,
     load_cuhk_sysu_protocol,
     load_cuhk_sysu_query,
     load_cuhk_sysu_train,
-    mat_elements,
-    mat_field,
-    mat_string,
 )
 from reid_plugins.data.datasets.prw import (
     load_prw_annotation,
@@ -25,6 +21,7 @@ from reid_plugins.data.datasets.prw import (
     load_prw_query,
     load_prw_train,
 )
+from reid_plugins.data.datasets.scene_common import UNLABELED_PID
 from reid_plugins.data.synthetic_scenes import (
     draw_person,
     generate_synthetic_scenes,
@@ -100,7 +97,7 @@ def _check_boxes_inside(records):
         assert (r["height"], r["width"]) == (64, 96)
 
 
-def test_cuhk_layout_read_by_real_parsers(tmp_path):
+def test_cuhk_layout_read_by_real_parsers(tmp_path, mat_strings):
     out = generate_synthetic_scenes(str(tmp_path), fmt="cuhk_sysu", seed=0, **TINY)
     train, gallery = load_cuhk_sysu_train(out), load_cuhk_sysu_gallery(out)
     queries = load_cuhk_sysu_query(out)
@@ -115,9 +112,7 @@ def test_cuhk_layout_read_by_real_parsers(tmp_path):
     assert sum((r["pids"] == UNLABELED_PID).sum() for r in train) >= 10  # ~1-3 per image
     # raw train ids (Train.mat idnames) and test ids are disjoint
     mat = scipy.io.loadmat(os.path.join(out, "annotation", "test", "train_test", "Train.mat"))
-    train_raw = {
-        int(mat_string(mat_field(e, "idname", "t"))[1:]) for e in mat_elements(mat["Train"])
-    }
+    train_raw = {int(name[1:]) for name in mat_strings(mat["Train"], "idname")}
     test_raw = {q["query_pid"] for q in queries}
     assert len(train_raw) == 4 and len(test_raw) == 3 and not train_raw & test_raw
     assert {int(p) for r in gallery for p in r["pids"] if p >= 0} == test_raw

@@ -10,61 +10,18 @@ import pytest
 import torch
 from torch import nn
 
-from reid_plugins.config import add_all_configs, get_cfg
 from reid_plugins.data.catalog import DatasetCatalog, MetadataCatalog
 from reid_plugins.engine import HookBase, MetaStepTrainer, MetaTrainer, SimpleTrainer
 from reid_plugins.engine.meta_trainer import choose_meta_test_domain, fresh_adam_step
-from reid_plugins.modeling.backbone import build_backbone
-from reid_plugins.modeling.heads import EmbeddingHead, MetaBNHead
-from reid_plugins.modeling.losses import CrossEntropyLoss, MemoryLoss, TripletLoss
-from reid_plugins.modeling.meta_arch import M3L, ReIDBaseline
+from reid_plugins.modeling.heads import MetaBNHead
+from reid_plugins.modeling.losses import CrossEntropyLoss, TripletLoss
+from reid_plugins.modeling.meta_arch import M3L
 from reid_plugins.solver import build_optimizer
 from reid_plugins.utils.events import EventStorage
-
-IDS, DOMAINS = 3, 3
+from tests._m3l_helpers import DOMAINS, IDS, baseline_twin, batch, tiny_cfg, tiny_m3l
 
 
 # ----------------------------------------------------------------------------- helpers
-def _cfg():
-    cfg = add_all_configs(get_cfg())
-    cfg.MODEL.BACKBONE.DEPTH = 18
-    cfg.MODEL.BACKBONE.BASE_WIDTH = 8
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
-
-
-def tiny_m3l(seed=0, memory=True, **kw):
-    torch.manual_seed(seed)
-    cfg = _cfg()
-    mem = None
-    if memory:
-        mem = MemoryLoss(num_pids_per_domain=[IDS] * DOMAINS, feat_dim=64)
-        for d in range(DOMAINS):
-            mem.initialize(d, torch.randn(IDS, 64), torch.arange(IDS))
-    return M3L(
-        backbone=build_backbone(cfg),
-        head=MetaBNHead(feat_dim=64),
-        pixel_mean=cfg.MODEL.PIXEL_MEAN,
-        pixel_std=cfg.MODEL.PIXEL_STD,
-        triplet_loss=TripletLoss(),
-        memory_loss=mem,
-        **kw,
-    )
-
-
-def batch(domain, k=0, n=6):
-    g = torch.Generator().manual_seed(1000 * domain + k)
-    return [
-        {
-            "image": torch.rand(3, 32, 16, generator=g) * 255,
-            "pid": domain * IDS + i % IDS,
-            "domain_pid": i % IDS,
-            "domain": domain,
-        }
-        for i in range(n)
-    ]
-
-
 def stream(num_domains=DOMAINS):
     k = 0
     while True:
@@ -178,7 +135,7 @@ class SmoothBackbone(nn.Module):
 def test_meta_gradient_of_m3l_matches_finite_differences():
     """Directional derivative of L_mtr(theta) + L_mte(theta'(theta)) on a float64 M3L."""
     torch.manual_seed(0)
-    cfg = _cfg()
+    cfg = tiny_cfg()
     model = M3L(
         backbone=SmoothBackbone(),
         head=MetaBNHead(feat_dim=16),
@@ -256,7 +213,7 @@ def test_exact_adam_keeps_second_order_graph_finite_for_zero_gradients():
 
 # ----------------------------------------------------------------------------- inner step
 def test_inner_adam_step_equals_torch_adam_on_a_copy():
-    cfg = _cfg()
+    cfg = tiny_cfg()
     cfg.SOLVER.BASE_LR = 3.5e-4
     cfg.SOLVER.WEIGHT_DECAY = 5e-4
     cfg.SOLVER.WEIGHT_DECAY_NORM = 2e-3  # different weight decay for norm layers
@@ -322,7 +279,7 @@ def test_one_meta_iteration_on_tiny_data():
     model = tiny_m3l()
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    opt = build_optimizer(_cfg(), model)
+    opt = build_optimizer(tiny_cfg(), model)
     tr = MetaStepTrainer(model, stream(), opt, memory_update="forward", seed=0)
     with EventStorage(0) as storage:
         tr.run_step()
@@ -344,7 +301,7 @@ def test_one_meta_iteration_on_tiny_data():
 def test_meta_learning_requires_two_domains():
     model = tiny_m3l()
     model.train()
-    opt = build_optimizer(_cfg(), model)
+    opt = build_optimizer(tiny_cfg(), model)
     with EventStorage(0):
         with pytest.raises(ValueError, match=">= 2 source domains"):
             MetaStepTrainer(model, stream(1), opt).run_step()
@@ -354,16 +311,8 @@ def test_meta_learning_requires_two_domains():
 
 def test_meta_learning_off_is_the_baseline_step():
     m3l = tiny_m3l()
-    base = ReIDBaseline(
-        backbone=copy.deepcopy(m3l.backbone),
-        head=EmbeddingHead(feat_dim=64, cls_layer="none"),
-        pixel_mean=m3l.pixel_mean.flatten().tolist(),
-        pixel_std=m3l.pixel_std.flatten().tolist(),
-        triplet_loss=TripletLoss(),
-        memory_loss=copy.deepcopy(m3l.memory_loss),
-    )
-    base.load_state_dict(m3l.state_dict())
-    cfg = _cfg()
+    base = baseline_twin(m3l)
+    cfg = tiny_cfg()
     tr_m = MetaStepTrainer(
         m3l, stream(), build_optimizer(cfg, m3l), meta_learning=False, memory_update="batch"
     )
@@ -440,7 +389,7 @@ def test_resume_restores_memories_and_reproduces_the_run(tmp_path):
     try:
 
         def cfg_for(out):
-            cfg = _cfg()
+            cfg = tiny_cfg()
             cfg.merge_from_list(
                 [
                     "MODEL.META_ARCHITECTURE",

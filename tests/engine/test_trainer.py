@@ -233,8 +233,9 @@ def test_precise_bn_recomputes_running_statistics():
     batches = [stream.batch(k) for k in range(4)]
     # true mean of the BN input over the data the hook will see
     with torch.no_grad():
-        feats = torch.cat([model.fc1(torch.stack([b["image"].flatten() for b in batch]))
-                           for batch in batches])
+        feats = torch.cat(
+            [model.fc1(torch.stack([b["image"].flatten() for b in batch])) for batch in batches]
+        )
     hook = hooks.PreciseBN(0, model, iter(batches), num_iter=4)
     assert not torch.allclose(model.bn.running_mean, feats.mean(0), atol=1e-3)
     hook.update_stats()

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from reid_plugins.evaluation.search_core import _ap_of_positives
 from reid_plugins.evaluation.search_metrics import (
     SearchGallery,
-    _ap_of_positives,
     average_precision,
     box_iou,
     detection_recall_ap,

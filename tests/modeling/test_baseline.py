@@ -99,8 +99,8 @@ def test_loss_falls_on_a_separable_problem():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        first = float(loss) if first is None else first
-        last = float(loss)
+        first = loss.item() if first is None else first
+        last = loss.item()
     assert last < 0.7 * first
 
 

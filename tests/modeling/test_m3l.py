@@ -7,56 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reid_plugins.config import add_all_configs, get_cfg
 from reid_plugins.data.catalog import DatasetCatalog, MetadataCatalog
 from reid_plugins.modeling import build_model
-from reid_plugins.modeling.backbone import build_backbone
-from reid_plugins.modeling.heads import EmbeddingHead, MetaBatchNorm1d, MetaBNHead
+from reid_plugins.modeling.heads import MetaBatchNorm1d
 from reid_plugins.modeling.losses import MemoryLoss, TripletLoss
-from reid_plugins.modeling.meta_arch import M3L, ReIDBaseline
-
-IDS, DOMAINS = 3, 3
-
-
-def _cfg():
-    cfg = add_all_configs(get_cfg())
-    cfg.MODEL.BACKBONE.DEPTH = 18
-    cfg.MODEL.BACKBONE.BASE_WIDTH = 8
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
-
-
-def tiny_m3l(metabn=True, memory=True, triplet=True, seed=0):
-    torch.manual_seed(seed)
-    cfg = _cfg()
-    backbone = build_backbone(cfg)
-    mem = None
-    if memory:
-        mem = MemoryLoss(num_pids_per_domain=[IDS] * DOMAINS, feat_dim=64)
-        for d in range(DOMAINS):
-            mem.initialize(d, torch.randn(IDS, 64), torch.arange(IDS))
-    return M3L(
-        backbone=backbone,
-        head=MetaBNHead(feat_dim=64),
-        pixel_mean=cfg.MODEL.PIXEL_MEAN,
-        pixel_std=cfg.MODEL.PIXEL_STD,
-        triplet_loss=TripletLoss() if triplet else None,
-        memory_loss=mem,
-        metabn=metabn,
-    )
-
-
-def batch(domain, k=0, n=6):
-    g = torch.Generator().manual_seed(1000 * domain + k)
-    return [
-        {
-            "image": torch.rand(3, 32, 16, generator=g) * 255,
-            "pid": domain * IDS + i % IDS,
-            "domain_pid": i % IDS,
-            "domain": domain,
-        }
-        for i in range(n)
-    ]
+from tests._m3l_helpers import DOMAINS, IDS, baseline_twin, batch, tiny_cfg, tiny_m3l
 
 
 @pytest.fixture
@@ -83,7 +38,7 @@ def tiny_sets():
 
 
 def _m3l_cfg(names, **m3l):
-    cfg = _cfg()
+    cfg = tiny_cfg()
     cfg.MODEL.META_ARCHITECTURE = "M3L"
     cfg.MODEL.HEADS.NAME = "MetaBNHead"
     cfg.MODEL.HEADS.CLS_LAYER = "none"
@@ -204,15 +159,7 @@ def test_memory_receives_no_gradient_and_is_not_a_parameter():
 
 def test_standard_stage_equals_reid_baseline():
     m3l = tiny_m3l()
-    base = ReIDBaseline(
-        backbone=copy.deepcopy(m3l.backbone),
-        head=EmbeddingHead(feat_dim=64, cls_layer="none"),
-        pixel_mean=m3l.pixel_mean.flatten().tolist(),
-        pixel_std=m3l.pixel_std.flatten().tolist(),
-        triplet_loss=TripletLoss(),
-        memory_loss=copy.deepcopy(m3l.memory_loss),
-    )
-    base.load_state_dict(m3l.state_dict())
+    base = baseline_twin(m3l)
     m3l.train(), base.train()
     data = [batch(0, 1), batch(1, 1), batch(2, 1)]
     out_m, out_b = m3l(data), base(data)

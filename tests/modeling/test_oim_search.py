@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import roi_align
 
-from reid_plugins.config import add_all_configs, get_cfg
 from reid_plugins.modeling import build_model
 from reid_plugins.modeling.meta_arch.oim_search import OIMSearch
 from reid_plugins.modeling.person_search import (
@@ -17,75 +16,33 @@ from reid_plugins.modeling.person_search import (
     fast_rcnn_losses,
     postprocess_detections,
 )
+from tests.modeling._person_search_helpers import (
+    InputShapes,
+    merge_overrides,
+    scene_inputs,
+    tiny_search_cfg,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 NUM_PIDS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny convolutions run faster (and robustly on a busy machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(**kw):
-    cfg = add_all_configs(get_cfg())
-    cfg.MODEL.META_ARCHITECTURE = "OIMSearch"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.BACKBONE.DEPTH = 18
-    cfg.MODEL.BACKBONE.BASE_WIDTH = 8
-    cfg.MODEL.BACKBONE.LAST_STRIDE = 2
+    cfg = tiny_search_cfg("OIMSearch")
     cfg.MODEL.LOSSES.OIM.ENABLED = True
     cfg.MODEL.LOSSES.OIM.NUM_PIDS = NUM_PIDS
     cfg.MODEL.LOSSES.OIM.QUEUE_SIZE = 20
     ps = cfg.MODEL.PERSON_SEARCH
     ps.EMBEDDING_DIM = 16
-    ps.RPN.ANCHOR_SCALES = [2, 4]
-    ps.RPN.PRE_NMS_TOPK_TRAIN, ps.RPN.POST_NMS_TOPK_TRAIN = 600, 300
-    ps.RPN.PRE_NMS_TOPK_TEST, ps.RPN.POST_NMS_TOPK_TEST = 300, 50
-    ps.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
     ps.ROI_HEADS.POOLER_RESOLUTION = [8, 4]
     ps.ROI_HEADS.DETECTIONS_PER_IMAGE = 20
-    ps.ROI_HEADS.SCORE_THRESH_TEST = 0.0
-    cfg.merge_from_list(sum(([k, v] for k, v in kw.items()), []))
-    return cfg
+    return merge_overrides(cfg, kw)
 
 
 def _model(**kw):
     torch.manual_seed(0)
     return build_model(_cfg(**kw))
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(1)
-    return [
-        {
-            "image": torch.rand(3, 64, 96, generator=g) * 255,
-            "gt_boxes": torch.tensor([[10.0, 8.0, 30.0, 60.0], [50.0, 4.0, 70.0, 50.0]]),
-            "gt_pids": torch.tensor([0, -1]),
-            "height": 64,
-            "width": 96,
-            "image_id": "a",
-        },
-        {  # original image twice as large as the tensor: outputs must be rescaled
-            "image": torch.rand(3, 60, 90, generator=g) * 255,
-            "gt_boxes": torch.tensor([[20.0, 10.0, 40.0, 55.0]]),
-            "gt_pids": torch.tensor([3]),
-            "height": 120,
-            "width": 180,
-            "image_id": "b",
-        },
-    ]
-
-
-class _Counter:
-    """Forward hook recording the batch size of each call of a module."""
-
-    def __init__(self, module):
-        self.sizes = []
-        self.handle = module.register_forward_hook(lambda m, i, o: self.sizes.append(i[0].shape[0]))
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -146,7 +103,7 @@ def test_postprocess_thresholds_nms_and_limit():
 def test_training_losses_finite():
     model = _model()
     model.train()
-    losses = model(_inputs())
+    losses = model(scene_inputs())
     assert set(losses) == {
         "loss_rpn_cls",
         "loss_rpn_reg",
@@ -184,7 +141,7 @@ def test_one_step_updates_weights_and_oim_tables():
 
     oim.forward = spy
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    losses = model(_inputs())
+    losses = model(scene_inputs())
     sum(losses.values()).backward()
     for t in (oim.lut, oim.queue):
         assert not t.requires_grad and t.grad is None  # no gradient into the OIM tables
@@ -201,7 +158,7 @@ def test_one_step_updates_weights_and_oim_tables():
     assert int(oim.queue_count) == min(int((pids == -1).sum()), oim.queue_size)
     # second step: the filled tables make the OIM loss train the embedding head
     opt.zero_grad()
-    losses = model(_inputs())
+    losses = model(scene_inputs())
     sum(losses.values()).backward()
     assert model.embedding[0].weight.grad.abs().sum() > 0
     assert oim.lut.grad is None and oim.queue.grad is None
@@ -212,19 +169,19 @@ def test_one_step_updates_weights_and_oim_tables():
 
 def test_part2_runs_on_all_rois():
     model = _model()
-    part2_in = _Counter(model.backbone.res4)
-    part2_out = _Counter(model.backbone.res5)
+    part2_in = InputShapes(model.backbone.res4)
+    part2_out = InputShapes(model.backbone.res5)
     model.train()
-    model(_inputs())
+    model(scene_inputs())
     # training: one Part-2 call on the 32 sampled RoIs of each of the 2 images
     assert part2_in.sizes == [64] and part2_out.sizes == [64]
     model.eval()
-    part2_in.sizes.clear()
+    part2_in.shapes.clear()
     with torch.no_grad():
-        images = model.preprocess(_inputs())
+        images = model.preprocess(scene_inputs())
         proposals, _ = model.rpn(images, {"part1": model.part1(images.tensors)})
-        part2_in.sizes.clear()
-        outputs = model(_inputs())
+        part2_in.shapes.clear()
+        outputs = model(scene_inputs())
     # inference: every proposal after the RPN NMS goes through Part-2 (not only detections)
     assert part2_in.sizes == [sum(len(p) for p in proposals)]
     assert part2_in.sizes[0] > sum(len(o["boxes"]) for o in outputs) > 0
@@ -233,7 +190,7 @@ def test_part2_runs_on_all_rois():
 def test_inference_contract():
     model = _model()
     model.eval()
-    inputs = _inputs()
+    inputs = scene_inputs()
     snapshot = copy.deepcopy(inputs)
     outputs = model(inputs)
     assert len(outputs) == 2
@@ -258,7 +215,7 @@ def test_inference_contract():
 def test_query_feature_of_a_given_box():
     model = _model()
     model.eval()
-    inputs = _inputs()
+    inputs = scene_inputs()
     box_original = torch.tensor([40.0, 20.0, 80.0, 110.0])  # image "b" is shown at half size
     q = model.extract_query([dict(inputs[1], query_box=box_original)])
     feat = q[0]["query_feature"]
@@ -288,7 +245,7 @@ def test_detection_loss_falls_when_overfitting_one_batch():
     totals, rpn = [], []
     for _ in range(10):
         torch.manual_seed(5)  # same anchor / RoI sampling draws every step
-        losses = model(_inputs())
+        losses = model(scene_inputs())
         totals.append(float(sum(losses.values()).detach()))
         rpn.append(float(losses["loss_rpn_cls"].detach()))
         opt.zero_grad()
@@ -312,4 +269,4 @@ def test_constructor_checks():
         OIMSearch(**dict(kw, backbone=torch.nn.Conv2d(3, 3, 1)), embedding_dim=16)
     no_oim = _model(**{"MODEL.LOSSES.OIM.ENABLED": False})
     no_oim.train()
-    assert "loss_oim" not in no_oim(_inputs())
+    assert "loss_oim" not in no_oim(scene_inputs())

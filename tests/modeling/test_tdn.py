@@ -23,39 +23,30 @@ from reid_plugins.modeling.losses import CrossEntropyLoss
 from reid_plugins.modeling.meta_arch.baseline import ReIDBaseline
 from reid_plugins.modeling.meta_arch.tdn import TDN
 from reid_plugins.solver import build_optimizer
+from tests.modeling._person_search_helpers import (
+    InputShapes,
+    merge_overrides,
+    scene_inputs,
+    tiny_search_cfg,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(ktb_size=(32, 16), **kw):
-    cfg = add_all_configs(get_cfg())
-    cfg.MODEL.META_ARCHITECTURE = "TDN"
-    cfg.MODEL.DEVICE = "cpu"
-    b = cfg.MODEL.BACKBONE
-    b.DEPTH, b.BASE_WIDTH, b.LAST_STRIDE, b.WITH_IBN = 18, 8, 2, True
+    cfg = tiny_search_cfg("TDN")
+    cfg.MODEL.BACKBONE.WITH_IBN = True
     ps = cfg.MODEL.PERSON_SEARCH
-    ps.RPN.ANCHOR_SCALES = [2, 4]
-    ps.RPN.PRE_NMS_TOPK_TRAIN, ps.RPN.POST_NMS_TOPK_TRAIN = 600, 300
-    ps.RPN.PRE_NMS_TOPK_TEST, ps.RPN.POST_NMS_TOPK_TEST = 300, 50
-    ps.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 32
     ps.ROI_HEADS.POOLER_RESOLUTION = [ktb_size[0] // 8, ktb_size[1] // 8]
-    ps.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     ps.ROI_HEADS.DETECTIONS_PER_IMAGE = 5
     t = cfg.MODEL.TDN
     t.BOX_HEAD.FC_DIM = 32
     t.KTB.INPUT_SIZE = list(ktb_size)
     t.REID.NUM_PIDS = 6
     t.TEACHER.ENABLED = False
-    cfg.merge_from_list(sum(([k, v] for k, v in kw.items()), []))
-    return cfg
+    return merge_overrides(cfg, kw)
 
 
 def _teacher(seed=3):
@@ -77,40 +68,6 @@ def _model(teacher=True, ktb_size=(32, 16), **kw):
     return model
 
 
-def _inputs():
-    g = torch.Generator().manual_seed(1)
-    return [
-        {
-            "image": torch.rand(3, 64, 96, generator=g) * 255,
-            "gt_boxes": torch.tensor([[10.0, 8.0, 30.0, 60.0], [50.0, 4.0, 70.0, 50.0]]),
-            "gt_pids": torch.tensor([0, -1]),
-            "height": 64,
-            "width": 96,
-            "image_id": "a",
-        },
-        {
-            "image": torch.rand(3, 60, 90, generator=g) * 255,
-            "gt_boxes": torch.tensor([[20.0, 10.0, 40.0, 55.0]]),
-            "gt_pids": torch.tensor([3]),
-            "height": 120,
-            "width": 180,
-            "image_id": "b",
-        },
-    ]
-
-
-class _Sizes:
-    """Forward hook recording the input batch shape of each call."""
-
-    def __init__(self, module):
-        self.shapes = []
-        self.handle = module.register_forward_hook(lambda m, i, o: self.shapes.append(i[0].shape))
-
-    @property
-    def total(self):
-        return sum(s[0] for s in self.shapes)
-
-
 # --------------------------------------------------------------------------- config
 def test_config_adder_is_idempotent_and_registered():
     cfg = add_all_configs(get_cfg())
@@ -124,8 +81,8 @@ def test_config_adder_is_idempotent_and_registered():
 # --------------------------------------------------------------------------- Part-2 / KTB
 def test_part2_runs_only_on_final_detections_at_inference():
     model = _model(teacher=False).eval()
-    part2, box_head = _Sizes(model.backbone.res4), _Sizes(model.box_head)
-    out = model(_inputs())
+    part2, box_head = InputShapes(model.backbone.res4), InputShapes(model.box_head)
+    out = model(scene_inputs())
     # the RoI head sees every RPN proposal (50 per image), Part-2 only the final boxes
     assert box_head.total == 100
     assert part2.total == sum(len(o["boxes"]) for o in out) == 10
@@ -137,15 +94,15 @@ def test_part2_runs_only_on_final_detections_at_inference():
     # score threshold 0.5: only boxes scoring >= 0.5 reach Part-2
     model.score_thresh_test = 0.5
     part2.shapes.clear()
-    out = model(_inputs())
+    out = model(scene_inputs())
     kept = sum(len(o["boxes"]) for o in out)
     assert part2.total == kept and all(bool((o["scores"] >= 0.5).all()) for o in out)
 
 
 def test_part2_training_rois_are_gt_plus_matched_proposals():
     model = _model(teacher=False, **{"MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 2}).train()
-    part2 = _Sizes(model.backbone.res4)
-    model(_inputs())
+    part2 = InputShapes(model.backbone.res4)
+    model(scene_inputs())
     # 3 ground-truth boxes + at most 2 matched proposals per image, never the 64 sampled RoIs
     assert len(part2.shapes) == 1 and 3 <= part2.total <= 3 + 2 * 2
     gt = [torch.tensor([[10.0, 8.0, 30.0, 60.0]]), torch.tensor([[0.0, 0.0, 8.0, 8.0]])]
@@ -157,8 +114,8 @@ def test_part2_training_rois_are_gt_plus_matched_proposals():
 
 def test_ktb_crops_are_256x128_and_its_weights_are_not_shared():
     model = _model(teacher=False, ktb_size=(256, 128)).train()
-    ktb_in = _Sizes(model.ktb.part1[0])
-    losses = model(_inputs())
+    ktb_in = InputShapes(model.ktb.part1[0])
+    losses = model(scene_inputs())
     assert len(ktb_in.shapes) == 1 and tuple(ktb_in.shapes[0][1:]) == (3, 256, 128)
     ktb_params = list(model.ktb.parameters())
     part1_ids = {
@@ -198,7 +155,7 @@ def test_teacher_frozen_in_eval_mode_without_gradient_and_outside_the_student():
     model.train()
     assert model.training and not teacher.training
     assert not any(m.training for m in teacher.modules())
-    losses = model(_inputs())
+    losses = model(scene_inputs())
     sum(losses.values()).backward()
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     for k, v in teacher.state_dict().items():  # BN statistics untouched
@@ -215,7 +172,7 @@ def test_teacher_frozen_in_eval_mode_without_gradient_and_outside_the_student():
 def test_teacher_loss_is_eq2_on_all_rois_and_ce_on_labelled_only():
     model = _model(**{"MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 0}).train()
     model.set_teacher_weight(2.5)
-    inputs = _inputs()
+    inputs = scene_inputs()
     torch.manual_seed(5)
     losses = model(inputs)
     # recompute on the same 3 gt boxes (1 unlabelled): features, teacher on 0-255 crops
@@ -304,7 +261,7 @@ def test_teacher_weight_eq4_and_hook():
 # --------------------------------------------------------------------------- training
 def test_one_training_step_finite_and_loss_falls():
     model = _model().train()
-    inputs = _inputs()
+    inputs = scene_inputs()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
     torch.manual_seed(0)
     totals = []

@@ -1,5 +1,7 @@
 """Built-in dataset registrations (importing this package registers them)."""
 
+# isort: skip_file  (registration order matters: loaders, then builtin names, then crops)
+
 from . import cuhk_sysu  # noqa: F401  (person search: cuhk_sysu_*, synthetic_cuhk_sysu_*)
 from . import prw  # noqa: F401  (person search: prw_*, synthetic_prw_*)
 from . import common  # noqa: F401  (combine_sources, domain_pid_counts, stats helpers)

@@ -1,8 +1,8 @@
-"""CUHK-SYSU person-search dataset (scene images) and shared scene-dataset helpers.
+"""CUHK-SYSU person-search dataset (scene images).
 
-Layout under ``<root>`` (``$REID_DATASETS/cuhk_sysu``), MATLAB v5 files read with
-:func:`scipy.io.loadmat` (``squeeze_me=False``; the helpers below accept any nesting, so
-squeezed / transposed variants of the same files load too):
+Layout under ``<root>`` (``$REID_DATASETS/cuhk_sysu``), MATLAB v5 files read with the
+helpers of :mod:`reid_plugins.data.datasets.scene_common` (any nesting, so squeezed /
+transposed variants of the same files load too):
 
 * ``Image/SSM/<imname>``: the scene images (``s<k>.jpg``).
 * ``annotation/Images.mat`` -> ``Img``: 1xN struct array, fields ``imname`` (char),
@@ -34,25 +34,37 @@ Registered names: ``cuhk_sysu_{train,gallery,query}`` (and ``synthetic_cuhk_sysu
 generated data of :mod:`reid_plugins.data.synthetic_scenes`). Record fields: see
 :func:`load_cuhk_sysu_train`. Image sizes are read once from the image headers and cached in
 ``annotation/image_sizes.json``.
+
+The scene helpers shared with PRW (:data:`UNLABELED_PID`, the MATLAB readers,
+:func:`read_image_sizes`, :func:`scene_statistics`, :func:`format_scene_statistics`) live in
+:mod:`~reid_plugins.data.datasets.scene_common` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import functools
 import glob
-import json
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import scipy.io
-from PIL import Image
-from tabulate import tabulate
-from tqdm import tqdm
 
-from ..catalog import DatasetCatalog, MetadataCatalog, dataset_root
+from .scene_common import (
+    UNLABELED_PID,
+    format_scene_statistics,
+    loadmat_checked,
+    mat_elements,
+    mat_field,
+    mat_first_field,
+    mat_string,
+    mat_vector,
+    read_image_sizes,
+    register_scene_splits,
+    scene_statistics,
+    synthetic_scenes_root,
+)
 
 __all__ = [
     "UNLABELED_PID",
@@ -74,135 +86,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Reserved label of unlabelled (background) persons in person-search records. Never a real
-#: identity: train ids are 0..P-1 and raw test ids are positive.
-UNLABELED_PID = -1
-
 _ANNO = "annotation"
 _PROTO = os.path.join("annotation", "test", "train_test")
 
 
 # --------------------------------------------------------------------------------------- #
-# MATLAB helpers (shared with prw.py)
+# CUHK-SYSU files
 # --------------------------------------------------------------------------------------- #
-def loadmat_checked(path: str, keys: Iterable[str] = ()) -> Dict[str, Any]:
-    """``scipy.io.loadmat(path)`` with clear errors.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable MATLAB file, or lacks one of ``keys``.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Annotation file not found: {path}")
-    try:
-        data = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
-    except Exception as e:  # scipy raises several types for corrupt files
-        raise ValueError(f"Cannot read MATLAB file {path}: {e}") from e
-    for key in keys:
-        if key not in data:
-            found = sorted(k for k in data if not k.startswith("__"))
-            raise ValueError(f"{path} has no variable '{key}' (variables found: {found})")
-    return data
-
-
-def _is_struct_array(x: Any) -> bool:
-    return isinstance(x, np.ndarray) and x.dtype.names is not None
-
-
-def mat_elements(x: Any) -> List[Any]:
-    """Elements of a MATLAB struct or cell array of any shape (1xN, Nx1, squeezed, scalar).
-
-    Cells holding a 1x1 struct (``Train.mat``) are unwrapped to the struct element.
-    """
-    if isinstance(x, np.ndarray):
-        if x.dtype.names is not None:
-            return list(x.ravel(order="F"))
-        if x.dtype == object:
-            out = []
-            for e in x.ravel(order="F"):
-                if _is_struct_array(e) and e.size == 1:
-                    e = e.ravel()[0]
-                out.append(e)
-            return out
-        if x.dtype.kind in "US":  # char matrix / squeezed strings
-            return [str(s) for s in x.ravel(order="F")]
-        return [x]
-    if isinstance(x, (list, tuple)):
-        return list(x)
-    return [x]
-
-
-def mat_field(s: Any, name: str, where: str) -> Any:
-    """Field ``name`` of one MATLAB struct element (record, 1x1 array, mat_struct or dict).
-
-    Raises:
-        ValueError: the element is not a struct or has no field ``name`` (message names
-            ``where``).
-    """
-    while isinstance(s, np.ndarray) and s.size == 1 and (s.dtype == object or _is_struct_array(s)):
-        s = s.ravel()[0]
-    if isinstance(s, np.void) and s.dtype.names is not None:
-        if name not in s.dtype.names:
-            raise ValueError(f"{where}: struct has no field '{name}' (fields: {s.dtype.names})")
-        return s[name]
-    if isinstance(s, dict):
-        if name not in s:
-            raise ValueError(f"{where}: struct has no field '{name}' (fields: {sorted(s)})")
-        return s[name]
-    if hasattr(s, "_fieldnames"):  # scipy mat_struct (struct_as_record=False)
-        if name not in s._fieldnames:
-            raise ValueError(f"{where}: struct has no field '{name}' (fields: {s._fieldnames})")
-        return getattr(s, name)
-    raise ValueError(f"{where}: expected a struct with field '{name}', got {type(s).__name__}")
-
-
-def _first_field(s: Any, names: Sequence[str], where: str) -> Any:
-    """Field ``names[0]`` if present, else the struct's first field (``Images.mat`` boxes)."""
-    while isinstance(s, np.ndarray) and s.size == 1 and (s.dtype == object or _is_struct_array(s)):
-        s = s.ravel()[0]
-    if isinstance(s, np.void) and s.dtype.names and names[0] not in s.dtype.names:
-        return s[0]
-    return mat_field(s, names[0], where)
-
-
-def mat_string(x: Any, where: str = "") -> str:
-    """A MATLAB char array (any nesting) as ``str``; empty arrays give ``""``."""
-    while True:
-        if isinstance(x, np.ndarray):
-            if x.size == 0:
-                return ""
-            if x.dtype.kind in "US":
-                if x.size == 1:
-                    x = x.ravel()[0]
-                    continue
-                return "".join(str(c) for c in x.ravel(order="F")).strip()
-            if x.dtype == object and x.size == 1:
-                x = x.ravel()[0]
-                continue
-            if x.dtype.kind in "iuf" and x.size == 1:
-                v = x.ravel()[0]
-                return str(int(v)) if float(v).is_integer() else str(v)
-            raise ValueError(f"{where}: expected a string, got an array of shape {x.shape}")
-        if isinstance(x, bytes):
-            return x.decode("utf-8", "replace").strip()
-        if isinstance(x, str):
-            return x.strip()
-        if isinstance(x, (np.number, int, float)):
-            return str(int(x)) if float(x).is_integer() else str(x)
-        return str(x).strip()
-
-
-def mat_vector(x: Any) -> np.ndarray:
-    """A numeric MATLAB array (any nesting) as a flat float64 vector (empty allowed)."""
-    while isinstance(x, np.ndarray) and x.dtype == object:
-        if x.size == 0:
-            return np.zeros(0, dtype=np.float64)
-        if x.size != 1:
-            break
-        x = x.ravel()[0]
-    return np.asarray(x, dtype=np.float64).ravel()
-
-
 def _xywh_box(x: Any, where: str) -> Optional[np.ndarray]:
     """``(x, y, w, h)`` -> float32 ``(x1, y1, x2, y2)``; ``None`` when empty or invalid
     (all zeros, ``w <= 0`` or ``h <= 0``)."""
@@ -216,90 +106,12 @@ def _xywh_box(x: Any, where: str) -> Optional[np.ndarray]:
     return np.array([v[0], v[1], v[0] + v[2], v[1] + v[3]], dtype=np.float32)
 
 
-# --------------------------------------------------------------------------------------- #
-# Image sizes and statistics (shared with prw.py)
-# --------------------------------------------------------------------------------------- #
-def read_image_sizes(paths: Dict[str, str], cache_file: str) -> Dict[str, tuple]:
-    """``{name: (height, width)}`` from the image headers, cached in ``cache_file`` (json).
-
-    A cache entry is reused while the image's byte size is unchanged. The cache is written
-    atomically; a read-only dataset folder only disables caching.
-
-    Raises:
-        FileNotFoundError: an image is missing (message names it).
-    """
-    cache: Dict[str, list] = {}
-    if os.path.isfile(cache_file):
-        try:
-            with open(cache_file) as f:
-                cache = json.load(f)
-        except (OSError, ValueError):
-            logger.warning("Ignoring unreadable image-size cache %s", cache_file)
-            cache = {}
-    out, changed = {}, False
-    todo = list(paths.items())
-    for name, path in tqdm(todo, desc="image sizes", disable=len(todo) < 2000, leave=False):
-        try:
-            nbytes = os.path.getsize(path)
-        except OSError as e:
-            raise FileNotFoundError(f"Image not found: {path}") from e
-        hit = cache.get(name)
-        if hit is None or len(hit) != 3 or hit[2] != nbytes:
-            with Image.open(path) as im:
-                w, h = im.size
-            cache[name] = hit = [int(h), int(w), int(nbytes)]
-            changed = True
-        out[name] = (hit[0], hit[1])
-    if changed:
-        tmp = f"{cache_file}.tmp{os.getpid()}"
-        try:
-            with open(tmp, "w") as f:
-                json.dump(cache, f, sort_keys=True)
-            os.replace(tmp, cache_file)
-        except OSError as e:
-            logger.warning("Cannot write image-size cache %s: %s", cache_file, e)
-    return out
+def _image_box(s: Any, where: str) -> Tuple[str, Optional[np.ndarray]]:
+    """``(imname, box_xyxy or None)`` of one protocol struct with ``imname`` / ``idlocate``."""
+    imname = mat_string(mat_field(s, "imname", where), where)
+    return imname, _xywh_box(mat_field(s, "idlocate", where), where)
 
 
-def scene_statistics(records: List[Dict[str, Any]]) -> Dict[str, int]:
-    """Counts of a scene split: num_images (distinct images), num_boxes, num_labeled_boxes,
-    num_pids (distinct labelled ids), num_cams (distinct camids >= 0). For query records
-    (with ``query_pid``) boxes / ids count the query boxes, and num_queries is added."""
-    images = {r["image_id"] for r in records}
-    cams = {r["camid"] for r in records if r["camid"] >= 0}
-    if records and "query_pid" in records[0]:
-        pids = [r["query_pid"] for r in records]
-        labelled = [p for p in pids if p != UNLABELED_PID]
-        return dict(
-            num_images=len(images),
-            num_boxes=len(records),
-            num_labeled_boxes=len(labelled),
-            num_pids=len(set(labelled)),
-            num_cams=len(cams),
-            num_queries=len(records),
-        )
-    pids = np.concatenate([r["pids"] for r in records]) if records else np.zeros(0, np.int64)
-    labelled = pids[pids != UNLABELED_PID]
-    return dict(
-        num_images=len(images),
-        num_boxes=int(pids.size),
-        num_labeled_boxes=int(labelled.size),
-        num_pids=int(np.unique(labelled).size),
-        num_cams=len(cams),
-    )
-
-
-def format_scene_statistics(stats: Dict[str, Dict[str, int]]) -> str:
-    """Table (one row per split name) of :func:`scene_statistics` results."""
-    cols = ["num_images", "num_boxes", "num_labeled_boxes", "num_pids", "num_cams"]
-    rows = [[name] + [s.get(c, "") for c in cols] for name, s in stats.items()]
-    headers = ["split", "images", "boxes", "labelled boxes", "ids", "cameras"]
-    return tabulate(rows, headers=headers, tablefmt="pipe")
-
-
-# --------------------------------------------------------------------------------------- #
-# CUHK-SYSU files
-# --------------------------------------------------------------------------------------- #
 def _read_images_mat(root: str) -> Dict[str, np.ndarray]:
     """``{imname: float32 (n, 4) x1,y1,x2,y2}`` of every image of ``Images.mat`` (file order);
     invalid boxes (w <= 0 or h <= 0) are skipped."""
@@ -321,7 +133,7 @@ def _read_images_mat(root: str) -> Dict[str, np.ndarray]:
             raw = list(np.asarray(field, dtype=np.float64).reshape(-1, 4))
         else:
             raw = [
-                _first_field(b, ["idlocate"], f"{where}.box[{j}]")
+                mat_first_field(b, "idlocate", f"{where}.box[{j}]")
                 for j, b in enumerate(mat_elements(field))
             ]
         boxes = [_xywh_box(r, f"{where}.box[{j}]") for j, r in enumerate(raw)]
@@ -348,16 +160,8 @@ def _read_train_mat(root: str) -> List[tuple]:
     for i, e in enumerate(mat_elements(data["Train"])):
         where = f"{path}: Train[{i}]"
         idname = mat_string(mat_field(e, "idname", where), where)
-        scenes = []
-        for j, s in enumerate(mat_elements(mat_field(e, "scene", where))):
-            w = f"{where}.scene[{j}]"
-            scenes.append(
-                (
-                    mat_string(mat_field(s, "imname", w), w),
-                    _xywh_box(mat_field(s, "idlocate", w), w),
-                )
-            )
-        out.append((idname, scenes))
+        scenes = mat_elements(mat_field(e, "scene", where))
+        out.append((idname, [_image_box(s, f"{where}.scene[{j}]") for j, s in enumerate(scenes)]))
     return out
 
 
@@ -389,20 +193,12 @@ def _read_testg(root: str, gallery_size: int) -> List[Dict[str, Any]]:
         where = f"{path}: {key}[{i}]"
         q = mat_field(e, "Query", where)
         wq = f"{where}.Query"
-        imname = mat_string(mat_field(q, "imname", wq), wq)
-        box = _xywh_box(mat_field(q, "idlocate", wq), wq)
+        imname, box = _image_box(q, wq)
         if box is None:
             raise ValueError(f"{wq}: query box is empty or has w <= 0 / h <= 0")
         idnames.append(mat_string(mat_field(q, "idname", wq), wq))
-        gallery = []
-        for j, g in enumerate(mat_elements(mat_field(e, "Gallery", where))):
-            wg = f"{where}.Gallery[{j}]"
-            gallery.append(
-                (
-                    mat_string(mat_field(g, "imname", wg), wg),
-                    _xywh_box(mat_field(g, "idlocate", wg), wg),
-                )
-            )
+        entries = mat_elements(mat_field(e, "Gallery", where))
+        gallery = [_image_box(g, f"{where}.Gallery[{j}]") for j, g in enumerate(entries)]
         queries.append({"imname": imname, "box": box, "gallery": gallery})
     for q, pid in zip(queries, _pids_from_idnames(idnames)):
         q["pid"] = pid
@@ -636,48 +432,27 @@ def register_cuhk_sysu(
     (set on load): num_images, num_boxes, num_labeled_boxes, num_pids, num_cams, root,
     evaluator_type and search_protocol ``"cuhk_sysu"``, unlabeled_pid; for the query split
     also num_queries, gallery_sizes, gallery_dataset and ``load_protocol(gallery_size)``."""
-    if root_fn is None:
-        root_fn = lambda: os.path.join(dataset_root(), "cuhk_sysu")  # noqa: E731
-    names = []
-    for split, loader in (
-        ("train", load_cuhk_sysu_train),
-        ("gallery", load_cuhk_sysu_gallery),
-        ("query", load_cuhk_sysu_query),
-    ):
-        name = f"{prefix}_{split}"
-        names.append(name)
-        if name in DatasetCatalog:
-            continue
-
-        def _fn(name=name, loader=loader, split=split):
-            root = root_fn()
-            records = loader(root, dataset_name=name)
-            stats = scene_statistics(records)
-            extra: Dict[str, Any] = {}
-            if split == "query":
-                extra = dict(
-                    gallery_sizes=cuhk_sysu_gallery_sizes(root),
-                    load_protocol=functools.partial(load_cuhk_sysu_protocol, root),
-                    gallery_dataset=f"{prefix}_gallery",
-                )
-            MetadataCatalog.get(name).set(root=root, **stats, **extra)
-            logger.info(
-                "Loaded %s from %s:\n%s", name, root, format_scene_statistics({name: stats})
-            )
-            return records
-
-        DatasetCatalog.register(name, _fn)
-        MetadataCatalog.get(name).set(
-            evaluator_type="cuhk_sysu", search_protocol="cuhk_sysu", unlabeled_pid=UNLABELED_PID
-        )
-    return names
+    return register_scene_splits(
+        prefix,
+        {
+            "train": load_cuhk_sysu_train,
+            "gallery": load_cuhk_sysu_gallery,
+            "query": load_cuhk_sysu_query,
+        },
+        protocol="cuhk_sysu",
+        folder="cuhk_sysu",
+        root_fn=root_fn,
+        query_metadata=_query_metadata,
+    )
 
 
-def _synthetic_root() -> str:
-    from ..synthetic_scenes import ensure_synthetic_scenes
-
-    return ensure_synthetic_scenes(dataset_root(), fmt="cuhk_sysu")
+def _query_metadata(root: str) -> Dict[str, Any]:
+    """Protocol metadata of the query split: gallery sizes and the protocol loader."""
+    return dict(
+        gallery_sizes=cuhk_sysu_gallery_sizes(root),
+        load_protocol=functools.partial(load_cuhk_sysu_protocol, root),
+    )
 
 
 register_cuhk_sysu("cuhk_sysu")
-register_cuhk_sysu("synthetic_cuhk_sysu", _synthetic_root)
+register_cuhk_sysu("synthetic_cuhk_sysu", synthetic_scenes_root("cuhk_sysu"))

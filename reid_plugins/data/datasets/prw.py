@@ -26,22 +26,20 @@ own (see the evaluation spec). Image sizes are cached in ``annotations/image_siz
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..catalog import DatasetCatalog, MetadataCatalog, dataset_root
-from .cuhk_sysu import (
+from .scene_common import (
     UNLABELED_PID,
-    format_scene_statistics,
     loadmat_checked,
     mat_elements,
     mat_string,
     read_image_sizes,
-    scene_statistics,
+    register_scene_splits,
+    synthetic_scenes_root,
 )
 
 __all__ = [
@@ -55,8 +53,6 @@ __all__ = [
     "load_prw_query",
     "register_prw",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Keys of a PRW annotation file, in the order they are tried.
 PRW_BOX_KEYS = ("box_new", "anno_file", "anno_previous")
@@ -213,42 +209,14 @@ def register_prw(prefix: str = "prw", root_fn: Optional[Callable[[], str]] = Non
     load): num_images, num_boxes, num_labeled_boxes, num_pids, num_cams, root,
     evaluator_type and search_protocol ``"prw"``, unlabeled_pid; the query split also
     num_queries and gallery_dataset."""
-    if root_fn is None:
-        root_fn = lambda: os.path.join(dataset_root(), "prw")  # noqa: E731
-    names = []
-    for split, loader in (
-        ("train", load_prw_train),
-        ("gallery", load_prw_gallery),
-        ("query", load_prw_query),
-    ):
-        name = f"{prefix}_{split}"
-        names.append(name)
-        if name in DatasetCatalog:
-            continue
-
-        def _fn(name=name, loader=loader, split=split):
-            root = root_fn()
-            records = loader(root, dataset_name=name)
-            stats = scene_statistics(records)
-            extra = {"gallery_dataset": f"{prefix}_gallery"} if split == "query" else {}
-            MetadataCatalog.get(name).set(root=root, **stats, **extra)
-            logger.info(
-                "Loaded %s from %s:\n%s", name, root, format_scene_statistics({name: stats})
-            )
-            return records
-
-        DatasetCatalog.register(name, _fn)
-        MetadataCatalog.get(name).set(
-            evaluator_type="prw", search_protocol="prw", unlabeled_pid=UNLABELED_PID
-        )
-    return names
-
-
-def _synthetic_root() -> str:
-    from ..synthetic_scenes import ensure_synthetic_scenes
-
-    return ensure_synthetic_scenes(dataset_root(), fmt="prw")
+    return register_scene_splits(
+        prefix,
+        {"train": load_prw_train, "gallery": load_prw_gallery, "query": load_prw_query},
+        protocol="prw",
+        folder="prw",
+        root_fn=root_fn,
+    )
 
 
 register_prw("prw")
-register_prw("synthetic_prw", _synthetic_root)
+register_prw("synthetic_prw", synthetic_scenes_root("prw"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -60,12 +60,6 @@ class ReIDBaseline(nn.Module):
         in_feature: str = "res5",
     ) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.ce_loss = ce_loss
-        self.triplet_loss = triplet_loss
-        self.memory_loss = memory_loss
-        self.in_feature = in_feature
         if ce_loss is not None and getattr(head, "num_classes", 0) == 0:
             raise ValueError(
                 "Cross-entropy loss enabled but the head has no classifier "
@@ -73,16 +67,41 @@ class ReIDBaseline(nn.Module):
             )
         if ce_loss is None and triplet_loss is None and memory_loss is None:
             raise ValueError("ReIDBaseline needs at least one loss (MODEL.LOSSES.*.ENABLED)")
+        self._init_network(backbone, head, pixel_mean, pixel_std, in_feature)
+        self.ce_loss = ce_loss
+        self.triplet_loss = triplet_loss
+        self.memory_loss = memory_loss
+
+    def _init_network(
+        self,
+        backbone: Backbone,
+        head: nn.Module,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        in_feature: str,
+    ) -> None:
+        """Attach what every ReID model built on this class shares: ``backbone`` and ``head``
+        (registered in that order, before any loss module), the backbone output the head
+        reads, and the input normalisation as non-persistent buffers."""
+        self.backbone = backbone
+        self.head = head
+        self.in_feature = in_feature
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @staticmethod
+    def _backbone_from_config(cfg) -> Tuple[Backbone, str, int]:
+        """``(backbone, in_feature, feat_dim)``: the backbone of ``MODEL.BACKBONE``, its last
+        ``OUT_FEATURES`` entry (read by the head) and that output's channels."""
+        backbone = build_backbone(cfg)
+        in_feature = cfg.MODEL.BACKBONE.OUT_FEATURES[-1]
+        return backbone, in_feature, backbone.output_shape()[in_feature].channels
 
     @classmethod
     def from_config(cls, cfg) -> "ReIDBaseline":
         from ...data.build import get_reid_train_records, get_train_pids_per_domain
 
-        backbone = build_backbone(cfg)
-        in_feature = cfg.MODEL.BACKBONE.OUT_FEATURES[-1]
-        feat_dim = backbone.output_shape()[in_feature].channels
+        backbone, in_feature, feat_dim = cls._backbone_from_config(cfg)
         losses = cfg.MODEL.LOSSES
         records = None
         num_classes = cfg.MODEL.HEADS.NUM_CLASSES
@@ -140,6 +159,26 @@ class ReIDBaseline(nn.Module):
     def _targets(self, batch: Batch, key: str) -> torch.Tensor:
         return torch.as_tensor([int(b[key]) for b in batch], device=self.device)
 
+    def _domain_pids(self, batch: Batch) -> torch.Tensor:
+        """Per-domain pids of the batch (``"domain_pid"``; ``"pid"`` for a single source)."""
+        return self._targets(batch, "domain_pid" if "domain_pid" in batch[0] else "pid")
+
+    @staticmethod
+    def _single_domain(batch: Batch, needed_by: str) -> int:
+        """The ``"domain"`` (default 0) shared by all records of ``batch``.
+
+        Raises:
+            ValueError: the batch mixes domains; the message says that ``needed_by`` needs
+                one domain per batch.
+        """
+        domain = int(batch[0].get("domain", 0))
+        if any(int(b.get("domain", 0)) != domain for b in batch):
+            raise ValueError(
+                f"A training batch mixes domains; {needed_by} needs one domain per batch "
+                "(DATALOADER.MULTI_SOURCE: True)"
+            )
+        return domain
+
     @staticmethod
     def split_domains(batched_inputs: Union[Batch, List[Batch]]) -> List[Batch]:
         """A list of per-domain batches (a single batch becomes a one-element list)."""
@@ -151,10 +190,14 @@ class ReIDBaseline(nn.Module):
     def forward(self, batched_inputs):
         if not self.training:
             return self.inference(batched_inputs)
-        domains = self.split_domains(batched_inputs)
+        return self._mean_domain_losses(self.split_domains(batched_inputs))
+
+    def _mean_domain_losses(self, domains: List[Batch], **kwargs) -> Dict[str, torch.Tensor]:
+        """Each loss of :meth:`domain_losses` (called with ``kwargs``) averaged over the
+        per-domain batches ``domains``."""
         totals: Dict[str, torch.Tensor] = {}
         for batch in domains:
-            for k, v in self.domain_losses(batch).items():
+            for k, v in self.domain_losses(batch, **kwargs).items():
                 totals[k] = totals.get(k, 0.0) + v / len(domains)
         return totals
 
@@ -167,14 +210,8 @@ class ReIDBaseline(nn.Module):
         if self.triplet_loss is not None:
             losses["loss_triplet"] = self.triplet_loss(out["pre_bn"], self._targets(batch, "pid"))
         if self.memory_loss is not None:
-            domain = int(batch[0].get("domain", 0))
-            if any(int(b.get("domain", 0)) != domain for b in batch):
-                raise ValueError(
-                    "A training batch mixes domains; the memory loss needs one "
-                    "domain per batch (DATALOADER.MULTI_SOURCE: True)"
-                )
-            key = "domain_pid" if "domain_pid" in batch[0] else "pid"
-            pids = self._targets(batch, key)
+            domain = self._single_domain(batch, "the memory loss")
+            pids = self._domain_pids(batch)
             losses["loss_memory"] = self.memory_loss(out["post_bn"], pids, domain)
             self.memory_loss.update(out["post_bn"].detach(), pids, domain)
         return losses

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ..backbone import Backbone, build_backbone
+from ..backbone import Backbone
 from ..heads import MetaBatchNorm1d, build_reid_head
 from ..losses import CrossEntropyLoss, MemoryLoss, TripletLoss
 from .baseline import Batch, ReIDBaseline
@@ -129,9 +129,7 @@ class M3L(ReIDBaseline):
         if triplet_loss is None and memory_loss is None and ce_loss is None:
             raise ValueError("M3L needs at least one loss (MODEL.M3L.LOSSES: 'id', 'triplet')")
         feat_dim = int(head.feat_dim)
-        self.backbone = backbone
-        self.head = head
-        self.in_feature = in_feature
+        self._init_network(backbone, head, pixel_mean, pixel_std, in_feature)
         self.classifier_type = classifier
         self.triplet_loss = triplet_loss
         self.memory_loss = memory_loss
@@ -154,8 +152,6 @@ class M3L(ReIDBaseline):
                 "MODEL.M3L.METABN is True but the head has no MetaBatchNorm1d: "
                 "set MODEL.HEADS.NAME: MetaBNHead"
             )
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
     @classmethod
     def from_config(cls, cfg) -> "M3L":
@@ -190,9 +186,7 @@ class M3L(ReIDBaseline):
                 "identification with MODEL.M3L.CLASSIFIER; 'memory' is accepted for 'id' with "
                 f"the memory classifier), got {list(m.LOSSES)}"
             )
-        backbone = build_backbone(cfg)
-        in_feature = cfg.MODEL.BACKBONE.OUT_FEATURES[-1]
-        feat_dim = backbone.output_shape()[in_feature].channels
+        backbone, in_feature, feat_dim = cls._backbone_from_config(cfg)
         head = build_reid_head(cfg, feat_dim=feat_dim, num_classes=0)
         use_id = "id" in losses
         pids_per_domain: List[int] = []
@@ -258,26 +252,12 @@ class M3L(ReIDBaseline):
         else:
             self._set_metabn_mode("plain")
         try:
-            totals: Dict[str, torch.Tensor] = {}
-            for batch in domains:
-                for k, v in self.domain_losses(
-                    batch, update_memory=update_memory, collector=collector
-                ).items():
-                    totals[k] = totals.get(k, 0.0) + v / len(domains)
+            return self._mean_domain_losses(
+                domains, update_memory=update_memory, collector=collector
+            )
         finally:
             # Meta-train statistics stay saved for the meta-test pass; otherwise cleared.
             self._set_metabn_mode("plain", clear=stage != "meta_train")
-        return totals
-
-    @staticmethod
-    def _domain_of(batch: Batch) -> int:
-        domain = int(batch[0].get("domain", 0))
-        if any(int(b.get("domain", 0)) != domain for b in batch):
-            raise ValueError(
-                "A training batch mixes domains; M3L needs one domain per batch "
-                "(DATALOADER.MULTI_SOURCE: True)"
-            )
-        return domain
 
     def domain_losses(
         self,
@@ -290,9 +270,8 @@ class M3L(ReIDBaseline):
         out = self.extract(batch)
         pre, post = out["pre_bn"], out["post_bn"]
         mixes = post if post.dim() == 3 else post.unsqueeze(0)  # (K, N, C)
-        domain = self._domain_of(batch)
-        key = "domain_pid" if "domain_pid" in batch[0] else "pid"
-        domain_pids = self._targets(batch, key)
+        domain = self._single_domain(batch, "M3L")
+        domain_pids = self._domain_pids(batch)
         losses: Dict[str, torch.Tensor] = {}
         if self.triplet_loss is not None:
             losses["loss_triplet"] = self.triplet_loss(pre, self._targets(batch, "pid"))
@@ -345,7 +324,6 @@ class M3L(ReIDBaseline):
         self._set_metabn_mode("plain", clear=True)
         with preserve_norm_running_stats(self):
             for batch in self.split_domains(batched_inputs):
-                domain = self._domain_of(batch)
-                key = "domain_pid" if "domain_pid" in batch[0] else "pid"
+                domain = self._single_domain(batch, "M3L")
                 feats = self.extract(batch)["post_bn"]
-                self.memory_loss.update(feats, self._targets(batch, key), domain)
+                self.memory_loss.update(feats, self._domain_pids(batch), domain)

@@ -38,23 +38,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.rpn import RegionProposalNetwork
-from torchvision.ops import roi_align
 
-from ..backbone import build_backbone
-from ..backbone.resnet import STAGE_NAMES
 from ..losses import OIMLoss
-from ..person_search import (
-    ProposalSampler,
-    batch_scene_images,
-    build_rpn,
-    fast_rcnn_losses,
-    gt_targets,
-    postprocess_detections,
-    to_original,
-    to_resized,
-)
+from ..person_search import ProposalSampler, to_original
+from ..person_search.common import OneStepSearchBase, scene_train_num_pids
 from .build import META_ARCH_REGISTRY
 
 __all__ = ["OIMSearch"]
@@ -63,8 +51,11 @@ logger = logging.getLogger(__name__)
 
 
 @META_ARCH_REGISTRY.register()
-class OIMSearch(nn.Module):
+class OIMSearch(OneStepSearchBase):
     """OIM* one-step person search (see the module docstring).
+
+    The detector skeleton (Part-1, RPN, RoI sampling, post-processing) is
+    :class:`~reid_plugins.modeling.person_search.common.OneStepSearchBase`.
 
     Constructor (keyword-only):
         backbone: a ResNet exposing stages ``stem, res2..res5`` as attributes plus
@@ -82,6 +73,8 @@ class OIMSearch(nn.Module):
         bbox_reg_weights: RoI box-coder weights; smooth_l1_beta: box-loss beta.
         score_thresh_test, nms_thresh_test, detections_per_image: inference filtering.
     """
+
+    _arch_name = "OIMSearch"
 
     def __init__(
         self,
@@ -103,18 +96,20 @@ class OIMSearch(nn.Module):
         nms_thresh_test: float = 0.4,
         detections_per_image: int = 100,
     ) -> None:
-        super().__init__()
-        for attr in ("forward_stages", "stage_shape"):
-            if not hasattr(backbone, attr):
-                raise TypeError(
-                    f"OIMSearch needs a staged ResNet backbone with '{attr}' "
-                    f"(MODEL.BACKBONE.NAME = build_resnet_backbone), got {type(backbone).__name__}"
-                )
-        if part1_end not in STAGE_NAMES[:-1]:
-            raise ValueError(
-                f"MODEL.PERSON_SEARCH.PART1_END='{part1_end}' must be one of "
-                f"{list(STAGE_NAMES[:-1])} (Part-2 needs at least res5)"
-            )
+        super().__init__(
+            backbone=backbone,
+            rpn=rpn,
+            proposal_sampler=proposal_sampler,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            part1_end=part1_end,
+            size_divisibility=size_divisibility,
+            bbox_reg_weights=bbox_reg_weights,
+            smooth_l1_beta=smooth_l1_beta,
+            score_thresh_test=score_thresh_test,
+            nms_thresh_test=nms_thresh_test,
+            detections_per_image=detections_per_image,
+        )
         if len(pooler_resolution) != 2:
             raise ValueError(
                 "MODEL.PERSON_SEARCH.ROI_HEADS.POOLER_RESOLUTION must be [height, width], got "
@@ -124,22 +119,10 @@ class OIMSearch(nn.Module):
             raise ValueError(
                 f"OIM loss feat_dim {oim_loss.feat_dim} != EMBEDDING_DIM {embedding_dim}"
             )
-        self.backbone = backbone
-        self.rpn = rpn
-        self.proposal_sampler = proposal_sampler
         self.oim_loss = oim_loss
-        self.part1_end = part1_end
-        self.part2_start = STAGE_NAMES[STAGE_NAMES.index(part1_end) + 1]
-        self.part1_stride = int(backbone.stage_shape(part1_end).stride)
         channels = int(backbone.stage_shape("res5").channels)
-        self.size_divisibility = int(size_divisibility)
         self.pooler_resolution = (int(pooler_resolution[0]), int(pooler_resolution[1]))
         self.pooler_sampling_ratio = int(pooler_sampling_ratio)
-        self.box_coder = BoxCoder(tuple(float(w) for w in bbox_reg_weights))
-        self.smooth_l1_beta = float(smooth_l1_beta)
-        self.score_thresh_test = float(score_thresh_test)
-        self.nms_thresh_test = float(nms_thresh_test)
-        self.detections_per_image = int(detections_per_image)
         self.embedding_dim = int(embedding_dim)
 
         self.cls_score = nn.Linear(channels, 2)
@@ -152,8 +135,6 @@ class OIMSearch(nn.Module):
         nn.init.normal_(self.embedding[0].weight, std=0.01)
         for layer in (self.cls_score, self.bbox_pred, self.embedding[0]):
             nn.init.zeros_(layer.bias)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
     @classmethod
     def from_config(cls, cfg, num_pids: Optional[int] = None) -> "OIMSearch":
@@ -162,76 +143,22 @@ class OIMSearch(nn.Module):
         The OIM lookup-table size is ``MODEL.LOSSES.OIM.NUM_PIDS`` if > 0, else ``num_pids``,
         else counted from the ``DATASETS.TRAIN`` scene records.
         """
+        kwargs = cls.detector_kwargs(cfg)
         ps = cfg.MODEL.PERSON_SEARCH
-        backbone = build_backbone(cfg)
-        if not hasattr(backbone, "stage_shape"):
-            raise TypeError(
-                f"MODEL.BACKBONE.NAME='{cfg.MODEL.BACKBONE.NAME}' does not build a staged ResNet; "
-                "OIMSearch needs build_resnet_backbone"
-            )
-        shape = backbone.stage_shape(ps.PART1_END)
-        rpn = build_rpn(
-            in_channels=shape.channels,
-            stride=shape.stride,
-            anchor_scales=ps.RPN.ANCHOR_SCALES,
-            aspect_ratios=ps.RPN.ASPECT_RATIOS,
-            head_conv_depth=ps.RPN.HEAD_CONV_DEPTH,
-            fg_iou_thresh=ps.RPN.FG_IOU_THRESH,
-            bg_iou_thresh=ps.RPN.BG_IOU_THRESH,
-            batch_size_per_image=ps.RPN.BATCH_SIZE_PER_IMAGE,
-            positive_fraction=ps.RPN.POSITIVE_FRACTION,
-            pre_nms_topk=(ps.RPN.PRE_NMS_TOPK_TRAIN, ps.RPN.PRE_NMS_TOPK_TEST),
-            post_nms_topk=(ps.RPN.POST_NMS_TOPK_TRAIN, ps.RPN.POST_NMS_TOPK_TEST),
-            nms_thresh=ps.RPN.NMS_THRESH,
-        )
-        roi = ps.ROI_HEADS
-        sampler = ProposalSampler(
-            batch_size_per_image=roi.BATCH_SIZE_PER_IMAGE,
-            positive_fraction=roi.POSITIVE_FRACTION,
-            fg_iou_thresh=roi.FG_IOU_THRESH,
-            bg_iou_thresh=roi.BG_IOU_THRESH,
-            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
-        )
         oim = None
         if cfg.MODEL.LOSSES.OIM.ENABLED:
             if int(cfg.MODEL.LOSSES.OIM.NUM_PIDS) <= 0 and num_pids is None and cfg.DATASETS.TRAIN:
-                from ...data.scene_build import get_scene_train_records, num_scene_train_pids
-
-                num_pids = num_scene_train_pids(get_scene_train_records(cfg))
+                num_pids = scene_train_num_pids(cfg)
             oim = OIMLoss.from_config(cfg, feat_dim=ps.EMBEDDING_DIM, num_pids=num_pids)
         return cls(
-            backbone=backbone,
-            rpn=rpn,
-            proposal_sampler=sampler,
+            **kwargs,
             oim_loss=oim,
-            pixel_mean=cfg.MODEL.PIXEL_MEAN,
-            pixel_std=cfg.MODEL.PIXEL_STD,
-            part1_end=ps.PART1_END,
             embedding_dim=ps.EMBEDDING_DIM,
-            size_divisibility=ps.SIZE_DIVISIBILITY,
-            pooler_resolution=tuple(roi.POOLER_RESOLUTION),
-            pooler_sampling_ratio=roi.POOLER_SAMPLING_RATIO,
-            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
-            smooth_l1_beta=roi.SMOOTH_L1_BETA,
-            score_thresh_test=roi.SCORE_THRESH_TEST,
-            nms_thresh_test=roi.NMS_THRESH_TEST,
-            detections_per_image=roi.DETECTIONS_PER_IMAGE,
+            pooler_resolution=tuple(ps.ROI_HEADS.POOLER_RESOLUTION),
+            pooler_sampling_ratio=ps.ROI_HEADS.POOLER_SAMPLING_RATIO,
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     # ------------------------------------------------------------------ building blocks
-    def preprocess(self, batched_inputs: List[Dict]):
-        """Normalised, padded image batch (torchvision ``ImageList``)."""
-        images = [x["image"].to(self.device, non_blocking=True) for x in batched_inputs]
-        return batch_scene_images(images, self.pixel_mean, self.pixel_std, self.size_divisibility)
-
-    def part1(self, images: torch.Tensor) -> torch.Tensor:
-        """Part-1 (``stem .. part1_end``) feature map of a normalised image batch."""
-        return self.backbone.forward_stages(images, "stem", self.part1_end)
-
     def part2(self, roi_features: torch.Tensor) -> torch.Tensor:
         """Part-2 (``part2_start .. res5``) on RoI features, then global average pooling."""
         x = self.backbone.forward_stages(roi_features, self.part2_start, "res5")
@@ -239,14 +166,7 @@ class OIMSearch(nn.Module):
 
     def roi_features(self, features: torch.Tensor, boxes: List[torch.Tensor]) -> torch.Tensor:
         """RoIAlign of per-image boxes (resized-image coordinates) on Part-1 features."""
-        return roi_align(
-            features,
-            [b.to(features.dtype) for b in boxes],
-            output_size=self.pooler_resolution,
-            spatial_scale=1.0 / self.part1_stride,
-            sampling_ratio=self.pooler_sampling_ratio,
-            aligned=True,
-        )
+        return self._roi_align(features, boxes, self.pooler_resolution, self.pooler_sampling_ratio)
 
     def box_head(self, features: torch.Tensor, boxes: List[torch.Tensor]):
         """``(class_logits (R, 2), box_deltas (R, 4), embeddings (R, D))`` of all ``boxes``:
@@ -260,31 +180,12 @@ class OIMSearch(nn.Module):
         """Losses (training) or detections (eval); see the module docstring."""
         if not self.training:
             return self.inference(batched_inputs)
-        images = self.preprocess(batched_inputs)
-        features = self.part1(images.tensors)
-        gt_boxes, gt_pids = gt_targets(batched_inputs, self.device)
-        proposals, rpn_losses = self.rpn(
-            images, {"part1": features}, [{"boxes": b} for b in gt_boxes]
-        )
-        sampled = self.proposal_sampler(proposals, gt_boxes, gt_pids)
-        logits, deltas, emb = self.box_head(features, [s.boxes for s in sampled])
-        labels = torch.cat([s.labels for s in sampled])
-        losses = {
-            "loss_rpn_cls": rpn_losses["loss_objectness"],
-            "loss_rpn_reg": rpn_losses["loss_rpn_box_reg"],
-        }
-        losses.update(
-            fast_rcnn_losses(
-                logits,
-                deltas,
-                labels,
-                torch.cat([s.regression_targets for s in sampled]),
-                self.smooth_l1_beta,
-            )
-        )
+        step = self.detector_training_pass(batched_inputs, self.box_head)
+        losses = step.losses
         if self.oim_loss is not None:
-            fg = labels == 1
-            losses["loss_oim"] = self.oim_loss(emb[fg], torch.cat([s.pids for s in sampled])[fg])
+            fg = step.labels == 1
+            pids = torch.cat([s.pids for s in step.sampled])[fg]
+            losses["loss_oim"] = self.oim_loss(step.head_outputs[2][fg], pids)
         return losses
 
     @torch.no_grad()
@@ -300,27 +201,11 @@ class OIMSearch(nn.Module):
             emb = features.new_zeros((0, self.embedding_dim))
         else:
             logits, deltas, emb = self.box_head(features, proposals)
-        results = []
-        for x, props, size, lg, dl, em in zip(
-            batched_inputs,
-            proposals,
-            images.image_sizes,
-            logits.split(counts),
-            deltas.split(counts),
-            emb.split(counts),
-        ):
-            boxes, scores, keep = postprocess_detections(
-                props,
-                lg,
-                dl,
-                size,
-                self.box_coder,
-                score_thresh=self.score_thresh_test,
-                nms_thresh=self.nms_thresh_test,
-                detections_per_image=self.detections_per_image,
-            )
-            results.append({"boxes": to_original(boxes, x), "scores": scores, "features": em[keep]})
-        return results
+        detections = self.postprocess_batch(proposals, images.image_sizes, logits, deltas)
+        return [
+            {"boxes": to_original(boxes, x), "scores": scores, "features": em[keep]}
+            for x, (boxes, scores, keep), em in zip(batched_inputs, detections, emb.split(counts))
+        ]
 
     @torch.no_grad()
     def extract_query(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
@@ -330,14 +215,7 @@ class OIMSearch(nn.Module):
         Raises:
             KeyError: an input has no ``"query_box"``.
         """
-        boxes = []
-        for x in batched_inputs:
-            if "query_box" not in x:
-                raise KeyError(
-                    f"extract_query: input '{x.get('image_id', '?')}' has no 'query_box'"
-                )
-            box = torch.as_tensor(x["query_box"], dtype=torch.float32, device=self.device)
-            boxes.append(to_resized(box.reshape(1, 4), x))
+        boxes = self.query_boxes(batched_inputs)
         images = self.preprocess(batched_inputs)
         features = self.part1(images.tensors)
         _, _, emb = self.box_head(features, boxes)

@@ -46,23 +46,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.rpn import RegionProposalNetwork
-from torchvision.ops import box_iou, roi_align
+from torchvision.ops import box_iou
 
-from ..backbone import build_backbone
-from ..backbone.resnet import STAGE_NAMES
 from ..losses import CrossEntropyLoss
-from ..person_search import (
-    ProposalSampler,
-    batch_scene_images,
-    build_rpn,
-    fast_rcnn_losses,
-    gt_targets,
-    postprocess_detections,
-    to_original,
-    to_resized,
-)
+from ..person_search import ProposalSampler, to_original
+from ..person_search.common import OneStepSearchBase, scene_train_num_pids
 from ..person_search.tdn_heads import (
     KnowledgeTransferBridge,
     ReIDNeck,
@@ -84,8 +73,11 @@ logger = logging.getLogger(__name__)
 
 
 @META_ARCH_REGISTRY.register()
-class TDN(nn.Module):
+class TDN(OneStepSearchBase):
     """TDN one-step person search (see the module docstring).
+
+    The detector skeleton (Part-1, RPN, RoI sampling, post-processing) is
+    :class:`~reid_plugins.modeling.person_search.common.OneStepSearchBase`.
 
     Constructor (keyword-only):
         backbone: staged ResNet (``stem, res2..res5``, ``forward_stages``, ``stage_shape``);
@@ -111,6 +103,8 @@ class TDN(nn.Module):
         query_context: ``extract_query`` also returns the query image's detections.
         teacher_weight: initial ``w`` of ``w * L_t``.
     """
+
+    _arch_name = "TDN"
 
     def __init__(
         self,
@@ -143,18 +137,20 @@ class TDN(nn.Module):
         query_context: bool = True,
         teacher_weight: float = 5.0,
     ) -> None:
-        super().__init__()
-        for attr in ("forward_stages", "stage_shape"):
-            if not hasattr(backbone, attr):
-                raise TypeError(
-                    f"TDN needs a staged ResNet backbone with '{attr}' (MODEL.BACKBONE.NAME = "
-                    f"build_resnet_backbone), got {type(backbone).__name__}"
-                )
-        if part1_end not in STAGE_NAMES[:-1]:
-            raise ValueError(
-                f"MODEL.PERSON_SEARCH.PART1_END='{part1_end}' must be one of "
-                f"{list(STAGE_NAMES[:-1])} (Part-2 needs at least res5)"
-            )
+        super().__init__(
+            backbone=backbone,
+            rpn=rpn,
+            proposal_sampler=proposal_sampler,
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+            part1_end=part1_end,
+            size_divisibility=size_divisibility,
+            bbox_reg_weights=bbox_reg_weights,
+            smooth_l1_beta=smooth_l1_beta,
+            score_thresh_test=score_thresh_test,
+            nms_thresh_test=nms_thresh_test,
+            detections_per_image=detections_per_image,
+        )
         self.reid_resolution = (int(reid_resolution[0]), int(reid_resolution[1]))
         if ktb is not None and tuple(ktb.output_size) != self.reid_resolution:
             raise ValueError(
@@ -164,25 +160,13 @@ class TDN(nn.Module):
             )
         if ktb is not None and any(p is q for p in ktb.parameters() for q in backbone.parameters()):
             raise ValueError("The KTB must not share parameters with Part-1: build a new backbone")
-        self.backbone = backbone
-        self.rpn = rpn
-        self.proposal_sampler = proposal_sampler
         self.box_head = box_head
         self.neck = neck
         self.ktb = ktb
         self.projection = projection
-        self.part1_end = part1_end
-        self.part2_start = STAGE_NAMES[STAGE_NAMES.index(part1_end) + 1]
-        self.part1_stride = int(backbone.stage_shape(part1_end).stride)
         self.feature_dim = int(backbone.stage_shape("res5").channels)
-        self.size_divisibility = int(size_divisibility)
         self.box_sampling_ratio = int(box_sampling_ratio)
         self.reid_sampling_ratio = int(reid_sampling_ratio)
-        self.box_coder = BoxCoder(tuple(float(w) for w in bbox_reg_weights))
-        self.smooth_l1_beta = float(smooth_l1_beta)
-        self.score_thresh_test = float(score_thresh_test)
-        self.nms_thresh_test = float(nms_thresh_test)
-        self.detections_per_image = int(detections_per_image)
         self.ce_loss = (
             CrossEntropyLoss(epsilon=ce_epsilon, weight=ce_weight)
             if neck.num_classes > 0 and ce_weight > 0
@@ -192,8 +176,6 @@ class TDN(nn.Module):
         self.train_proposal_iou = float(train_proposal_iou)
         self.query_context = bool(query_context)
         self.teacher_weight = float(teacher_weight)
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         # The teacher lives outside the module tree (see the module docstring).
         object.__setattr__(self, "_teacher", None)
         self.teacher_input_size: Optional[Tuple[int, int]] = None
@@ -209,45 +191,17 @@ class TDN(nn.Module):
         the labelled identities of the ``DATASETS.TRAIN`` scene records (0 without data: no
         classifier). The teacher is built when ``MODEL.TDN.TEACHER.ENABLED``.
         """
+        kwargs = cls.detector_kwargs(cfg)
         ps, t = cfg.MODEL.PERSON_SEARCH, cfg.MODEL.TDN
-        backbone = build_backbone(cfg)
-        if not hasattr(backbone, "stage_shape"):
-            raise TypeError(
-                f"MODEL.BACKBONE.NAME='{cfg.MODEL.BACKBONE.NAME}' does not build a staged "
-                "ResNet; TDN needs build_resnet_backbone"
-            )
+        backbone = kwargs["backbone"]
         shape = backbone.stage_shape(ps.PART1_END)
-        rpn = build_rpn(
-            in_channels=shape.channels,
-            stride=shape.stride,
-            anchor_scales=ps.RPN.ANCHOR_SCALES,
-            aspect_ratios=ps.RPN.ASPECT_RATIOS,
-            head_conv_depth=ps.RPN.HEAD_CONV_DEPTH,
-            fg_iou_thresh=ps.RPN.FG_IOU_THRESH,
-            bg_iou_thresh=ps.RPN.BG_IOU_THRESH,
-            batch_size_per_image=ps.RPN.BATCH_SIZE_PER_IMAGE,
-            positive_fraction=ps.RPN.POSITIVE_FRACTION,
-            pre_nms_topk=(ps.RPN.PRE_NMS_TOPK_TRAIN, ps.RPN.PRE_NMS_TOPK_TEST),
-            post_nms_topk=(ps.RPN.POST_NMS_TOPK_TRAIN, ps.RPN.POST_NMS_TOPK_TEST),
-            nms_thresh=ps.RPN.NMS_THRESH,
-        )
-        roi = ps.ROI_HEADS
-        sampler = ProposalSampler(
-            batch_size_per_image=roi.BATCH_SIZE_PER_IMAGE,
-            positive_fraction=roi.POSITIVE_FRACTION,
-            fg_iou_thresh=roi.FG_IOU_THRESH,
-            bg_iou_thresh=roi.BG_IOU_THRESH,
-            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
-        )
         box_head = TDNBoxHead.from_config(cfg, in_channels=shape.channels)
         if int(t.REID.NUM_PIDS) > 0:
             num_pids = int(t.REID.NUM_PIDS)
         elif num_pids is None:
             num_pids = 0
             if cfg.DATASETS.TRAIN and t.REID.CE_WEIGHT > 0:
-                from ...data.scene_build import get_scene_train_records, num_scene_train_pids
-
-                num_pids = num_scene_train_pids(get_scene_train_records(cfg))
+                num_pids = scene_train_num_pids(cfg)
         neck = ReIDNeck.from_config(
             cfg, feat_dim=backbone.stage_shape("res5").channels, num_classes=num_pids
         )
@@ -268,27 +222,16 @@ class TDN(nn.Module):
                     "MODEL.TDN.TEACHER.PROJECTION True"
                 )
         return cls(
-            backbone=backbone,
-            rpn=rpn,
-            proposal_sampler=sampler,
+            **kwargs,
             box_head=box_head,
             neck=neck,
-            pixel_mean=cfg.MODEL.PIXEL_MEAN,
-            pixel_std=cfg.MODEL.PIXEL_STD,
             ktb=ktb,
             teacher=teacher,
             teacher_input_size=teacher_size,
             projection=projection,
-            part1_end=ps.PART1_END,
-            size_divisibility=ps.SIZE_DIVISIBILITY,
             box_sampling_ratio=t.BOX_HEAD.POOLER_SAMPLING_RATIO,
-            reid_resolution=roi.POOLER_RESOLUTION,
-            reid_sampling_ratio=roi.POOLER_SAMPLING_RATIO,
-            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
-            smooth_l1_beta=roi.SMOOTH_L1_BETA,
-            score_thresh_test=roi.SCORE_THRESH_TEST,
-            nms_thresh_test=roi.NMS_THRESH_TEST,
-            detections_per_image=roi.DETECTIONS_PER_IMAGE,
+            reid_resolution=ps.ROI_HEADS.POOLER_RESOLUTION,
+            reid_sampling_ratio=ps.ROI_HEADS.POOLER_SAMPLING_RATIO,
             ce_weight=t.REID.CE_WEIGHT,
             ce_epsilon=t.REID.CE_EPSILON,
             train_proposals_per_image=t.REID.TRAIN_PROPOSALS_PER_IMAGE,
@@ -309,7 +252,7 @@ class TDN(nn.Module):
         if teacher is not None:
             if input_size is None:
                 raise ValueError("set_teacher: give the teacher's input size (h, w)")
-            freeze_teacher(teacher).to(self.pixel_mean.device)
+            freeze_teacher(teacher).to(self.device)
             self.teacher_input_size = (int(input_size[0]), int(input_size[1]))
         object.__setattr__(self, "_teacher", teacher)
 
@@ -329,33 +272,10 @@ class TDN(nn.Module):
             self._teacher._apply(fn, *args, **kwargs)
         return self
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     # ------------------------------------------------------------------ building blocks
-    def preprocess(self, batched_inputs: List[Dict]):
-        """Normalised, padded image batch (torchvision ``ImageList``)."""
-        images = [x["image"].to(self.device, non_blocking=True) for x in batched_inputs]
-        return batch_scene_images(images, self.pixel_mean, self.pixel_std, self.size_divisibility)
-
-    def part1(self, images: torch.Tensor) -> torch.Tensor:
-        """Part-1 (``stem .. part1_end``) of a normalised image batch."""
-        return self.backbone.forward_stages(images, "stem", self.part1_end)
-
     def part2(self, x: torch.Tensor) -> torch.Tensor:
         """Part-2 (``part2_start .. res5``) of re-ID RoI feature maps."""
         return self.backbone.forward_stages(x, self.part2_start, "res5")
-
-    def _roi_align(self, features, boxes, size, sampling_ratio) -> torch.Tensor:
-        return roi_align(
-            features,
-            [b.to(features.dtype) for b in boxes],
-            output_size=tuple(size),
-            spatial_scale=1.0 / self.part1_stride,
-            sampling_ratio=sampling_ratio,
-            aligned=True,
-        )
 
     def box_predictions(self, features: torch.Tensor, boxes: List[torch.Tensor]):
         """``(class_logits, box_deltas)`` of the RoI head for per-image ``boxes``."""
@@ -370,22 +290,8 @@ class TDN(nn.Module):
         if sum(counts) == 0:
             return [(p.new_zeros((0, 4)), p.new_zeros((0,))) for p in proposals]
         logits, deltas = self.box_predictions(features, proposals)
-        out = []
-        for props, size, lg, dl in zip(
-            proposals, images.image_sizes, logits.split(counts), deltas.split(counts)
-        ):
-            boxes, scores, _ = postprocess_detections(
-                props,
-                lg,
-                dl,
-                size,
-                self.box_coder,
-                score_thresh=self.score_thresh_test,
-                nms_thresh=self.nms_thresh_test,
-                detections_per_image=self.detections_per_image,
-            )
-            out.append((boxes, scores))
-        return out
+        detections = self.postprocess_batch(proposals, images.image_sizes, logits, deltas)
+        return [(boxes, scores) for boxes, scores, _ in detections]
 
     def image_crops(self, images: torch.Tensor, boxes: List[torch.Tensor], size) -> torch.Tensor:
         """Normalised image crops ``(R, 3, h, w)`` of the boxes (RoIAlign of the image)."""
@@ -479,30 +385,11 @@ class TDN(nn.Module):
         """Losses (training) or detections (eval); see the module docstring."""
         if not self.training:
             return self.inference(batched_inputs)
-        images = self.preprocess(batched_inputs)
-        features = self.part1(images.tensors)
-        gt_boxes, gt_pids = gt_targets(batched_inputs, self.device)
-        proposals, rpn_losses = self.rpn(
-            images, {"part1": features}, [{"boxes": b} for b in gt_boxes]
-        )
-        sampled = self.proposal_sampler(proposals, gt_boxes, gt_pids)
-        logits, deltas = self.box_predictions(features, [s.boxes for s in sampled])
-        losses = {
-            "loss_rpn_cls": rpn_losses["loss_objectness"],
-            "loss_rpn_reg": rpn_losses["loss_rpn_box_reg"],
-        }
-        losses.update(
-            fast_rcnn_losses(
-                logits,
-                deltas,
-                torch.cat([s.labels for s in sampled]),
-                torch.cat([s.regression_targets for s in sampled]),
-                self.smooth_l1_beta,
-            )
-        )
-        boxes, pids = self.reid_training_rois(proposals, gt_boxes, gt_pids)
+        step = self.detector_training_pass(batched_inputs, self.box_predictions)
+        losses = step.losses
+        boxes, pids = self.reid_training_rois(step.proposals, step.gt_boxes, step.gt_pids)
         if sum(len(b) for b in boxes) > 0:
-            losses.update(self.reid_losses(images.tensors, features, boxes, pids))
+            losses.update(self.reid_losses(step.images.tensors, step.features, boxes, pids))
         return losses
 
     # ------------------------------------------------------------------ inference
@@ -532,14 +419,7 @@ class TDN(nn.Module):
         Raises:
             KeyError: an input has no ``"query_box"``.
         """
-        boxes = []
-        for x in batched_inputs:
-            if "query_box" not in x:
-                raise KeyError(
-                    f"extract_query: input '{x.get('image_id', '?')}' has no 'query_box'"
-                )
-            box = torch.as_tensor(x["query_box"], dtype=torch.float32, device=self.device)
-            boxes.append(to_resized(box.reshape(1, 4), x))
+        boxes = self.query_boxes(batched_inputs)
         images = self.preprocess(batched_inputs)
         features = self.part1(images.tensors)
         query = self.embed(images.tensors, features, boxes)
