@@ -82,3 +82,42 @@ def batch(domain, k=0, n=6):
         }
         for i in range(n)
     ]
+
+
+def rank_stream(rank):
+    """Endless multi-source batches of one process: iteration ``k`` of rank ``rank``."""
+    k = 0
+    while True:
+        yield [batch(d, 100 * k + rank) for d in range(DOMAINS)]
+        k += 1
+
+
+def m3l_ddp_worker(output_dir, iters=2):
+    """Run ``iters`` M3L meta-iterations (``MEMORY_UPDATE: batch``) in the current process
+    group on this rank's own batches; write ``rank<k>.pt`` with the gradients the optimiser
+    saw at every iteration, the meta-test domains, the final state dict and memories."""
+    import os
+
+    from reid_plugins.engine.meta_trainer import MetaStepTrainer
+    from reid_plugins.solver import build_optimizer
+    from reid_plugins.utils import comm
+    from reid_plugins.utils.events import EventStorage
+
+    rank = comm.get_rank()
+    model = tiny_m3l(seed=0)  # identical weights, memories and RNG state on every rank
+    model.train()
+    trainer = MetaStepTrainer(
+        model, rank_stream(rank), build_optimizer(tiny_cfg(), model), memory_update="batch"
+    )
+    names, params = trainer.trainable()
+    grads, domains = [], []
+    with EventStorage(0):
+        for it in range(iters):
+            trainer.iter = it
+            trainer.run_step()
+            grads.append({n: p.grad.detach().clone() for n, p in zip(names, params)})
+            domains.append(trainer.last_meta_test_domain)
+    torch.save(
+        {"grads": grads, "domains": domains, "state": model.state_dict()},
+        os.path.join(output_dir, f"rank{rank}.pt"),
+    )
