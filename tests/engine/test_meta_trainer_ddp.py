@@ -1,6 +1,8 @@
 """M3L's meta-update in two CPU processes (gloo): outer gradients are the average of the
 ranks' meta-gradients, weights and memories stay identical, the meta-test domain agrees."""
 
+import os
+
 import torch
 
 from reid_plugins.engine import launch
@@ -11,7 +13,18 @@ from tests._m3l_helpers import m3l_ddp_worker, rank_stream, tiny_cfg, tiny_m3l
 
 
 def _single_process_first_grads(rank):
-    """Meta-gradient of iteration 0 on ``rank``'s batches, computed without any process group."""
+    """Meta-gradient of iteration 0 on ``rank``'s batches, computed without any process group,
+    with as many torch threads as each of ``launch``'s two processes gets (the float summation
+    order then matches; the inner Adam step amplifies float noise up to ~300x)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    try:
+        return _first_grads(rank)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _first_grads(rank):
     model = tiny_m3l(seed=0)
     model.train()
     trainer = MetaStepTrainer(
