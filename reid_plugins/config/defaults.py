@@ -191,9 +191,12 @@ _C.SOLVER.CLIP_GRADIENTS.ENABLED = False
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
-# Automatic mixed precision (CUDA only).
+# Automatic mixed precision (AMPTrainer): forward under torch.autocast, float16 losses scaled
+# by a GradScaler. Not supported by TRAINER.NAME MetaTrainer (M3L's second-order update).
 _C.SOLVER.AMP = CN()
 _C.SOLVER.AMP.ENABLED = False
+# "auto" (float16 on CUDA, bfloat16 on CPU), "float16" or "bfloat16".
+_C.SOLVER.AMP.DTYPE = "auto"
 
 # ----------------------------------------------------------------------------- #
 # Test

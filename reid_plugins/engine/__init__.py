@@ -12,7 +12,7 @@ from .defaults import (  # noqa: F401
 )
 from .hooks import HookBase  # noqa: F401
 from .launch import launch  # noqa: F401
-from .train_loop import NonFiniteLossError, SimpleTrainer, TrainerBase  # noqa: F401
+from .train_loop import AMPTrainer, NonFiniteLossError, SimpleTrainer, TrainerBase  # noqa: F401
 from .person_search_trainer import PersonSearchTrainer  # noqa: F401
 from .gmn_hooks import DPWarmupHook, GMNTrainer  # noqa: F401,E402
 from .meta_trainer import MetaStepTrainer, MetaTrainer  # noqa: F401,E402

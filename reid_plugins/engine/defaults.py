@@ -22,7 +22,7 @@ from ..utils.env import collect_env_info, seed_all_rng, set_deterministic
 from ..utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
-from .train_loop import SimpleTrainer, TrainerBase
+from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
     "TRAINER_REGISTRY",
@@ -212,8 +212,14 @@ class DefaultTrainer(TrainerBase):
         return False
 
     def build_step_trainer(self, cfg, model, data_loader, optimizer) -> SimpleTrainer:
-        """The object whose ``run_step`` performs one iteration."""
-        return SimpleTrainer(model, data_loader, optimizer, grad_clipper=build_grad_clipper(cfg))
+        """The object whose ``run_step`` performs one iteration: :class:`SimpleTrainer`, or
+        :class:`AMPTrainer` with ``SOLVER.AMP.ENABLED``."""
+        clipper = build_grad_clipper(cfg)
+        if cfg.SOLVER.AMP.ENABLED:
+            return AMPTrainer(
+                model, data_loader, optimizer, grad_clipper=clipper, dtype=cfg.SOLVER.AMP.DTYPE
+            )
+        return SimpleTrainer(model, data_loader, optimizer, grad_clipper=clipper)
 
     def build_hooks(self) -> List[hooks.HookBase]:
         cfg = self.cfg
@@ -302,11 +308,17 @@ class DefaultTrainer(TrainerBase):
     def state_dict(self) -> dict:
         sd = super().state_dict()
         sd["optimizer"] = self.optimizer.state_dict()
+        scaler = getattr(self._trainer, "grad_scaler", None)
+        if scaler is not None:
+            sd["grad_scaler"] = scaler.state_dict()
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.optimizer.load_state_dict(state_dict["optimizer"])
+        scaler = getattr(self._trainer, "grad_scaler", None)
+        if scaler is not None and "grad_scaler" in state_dict:
+            scaler.load_state_dict(state_dict["grad_scaler"])
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> Dict:

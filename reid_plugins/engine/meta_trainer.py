@@ -420,6 +420,11 @@ class MetaTrainer(DefaultTrainer):
                 "add_all_configs) before merging the config"
             )
         m = cfg.MODEL.M3L
+        if cfg.SOLVER.AMP.ENABLED:
+            raise ValueError(
+                "SOLVER.AMP.ENABLED is not supported by TRAINER.NAME MetaTrainer (M3L's "
+                "second-order meta-update runs in float32); set SOLVER.AMP.ENABLED False"
+            )
         seed = cfg.SEED if cfg.SEED >= 0 else int(comm.shared_random_seed())
         if m.META_LEARNING and not cfg.DATALOADER.MULTI_SOURCE:
             raise ValueError(

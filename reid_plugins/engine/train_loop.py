@@ -15,7 +15,14 @@ from torch import nn
 from ..utils import comm
 from ..utils.events import EventStorage, get_event_storage
 
-__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "NonFiniteLossError"]
+__all__ = [
+    "HookBase",
+    "TrainerBase",
+    "SimpleTrainer",
+    "AMPTrainer",
+    "AMP_DTYPES",
+    "NonFiniteLossError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -261,3 +268,75 @@ class SimpleTrainer(TrainerBase):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self.optimizer.load_state_dict(state_dict["optimizer"])
+
+
+#: Values of ``SOLVER.AMP.DTYPE``.
+AMP_DTYPES = ("auto", "float16", "bfloat16")
+
+
+class AMPTrainer(SimpleTrainer):
+    """:class:`SimpleTrainer` with automatic mixed precision (``SOLVER.AMP.ENABLED``).
+
+    The forward pass runs under ``torch.autocast`` in ``dtype``; with float16 the loss is scaled
+    by a ``torch.amp.GradScaler`` (bfloat16 has float32's range and needs no scaling), the
+    gradients are unscaled before clipping, and steps whose gradients overflowed are skipped
+    by the scaler. The scaler's state is part of :meth:`state_dict`, so ``--resume`` continues
+    with the same scale. Hooks' ``after_backward`` sees the scaled gradients.
+
+    Args:
+        model, data_loader, optimizer, grad_clipper: as :class:`SimpleTrainer`.
+        dtype: ``"float16"``, ``"bfloat16"`` or ``"auto"`` (float16 on CUDA, bfloat16 on CPU).
+        device_type: ``"cuda"`` or ``"cpu"``; default: where the model's parameters are.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable,
+        optimizer: torch.optim.Optimizer,
+        grad_clipper: Optional[Callable] = None,
+        *,
+        dtype: str = "auto",
+        device_type: Optional[str] = None,
+    ) -> None:
+        super().__init__(model, data_loader, optimizer, grad_clipper=grad_clipper)
+        if dtype not in AMP_DTYPES:
+            raise ValueError(f"SOLVER.AMP.DTYPE must be one of {AMP_DTYPES}, got {dtype!r}")
+        if device_type is None:
+            param = next(model.parameters(), None)
+            device_type = param.device.type if param is not None else "cpu"
+        self.device_type = device_type
+        if dtype == "auto":
+            dtype = "float16" if device_type == "cuda" else "bfloat16"
+        self.dtype = getattr(torch, dtype)
+        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.dtype == torch.float16)
+
+    def run_step(self) -> None:
+        assert self.model.training, "AMPTrainer: model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
+            loss_dict = self.model(data)
+        loss_dict = {k: v.float() for k, v in loss_dict.items()}
+        losses = self.sum_losses(loss_dict)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_scaler.scale(losses).backward()
+        self.after_backward()
+        if self.grad_clipper is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+            self.grad_clipper(self.model.parameters())
+        self.write_metrics(loss_dict, data_time)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        sd["grad_scaler"] = self.grad_scaler.state_dict()
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if "grad_scaler" in state_dict:
+            self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
