@@ -13,5 +13,5 @@ from .catalog import DatasetCatalog, Metadata, MetadataCatalog, dataset_root  # 
 from .detection_utils import ImageReadError, read_image  # noqa: F401
 from .mapper import ReIDDatasetMapper  # noqa: F401
 from .samplers import InferenceSampler, RandomIdentitySampler, TrainingSampler  # noqa: F401
-from .transforms import ReIDTransforms, build_reid_transforms  # noqa: F401
 from .scene_build import build_scene_test_loader, build_scene_train_loader  # noqa: F401
+from .transforms import ReIDTransforms, build_reid_transforms  # noqa: F401
