@@ -6,14 +6,23 @@ DDP) can be tested quickly and deterministically on CPU.
 
 from __future__ import annotations
 
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
 
+from ..config import get_cfg
+from ..engine.defaults import DefaultTrainer
 from ..modeling.meta_arch.build import META_ARCH_REGISTRY
+from . import comm
 
-__all__ = ["ToyClassifier", "ToyStream", "register_toy_meta_arch"]
+__all__ = [
+    "ToyClassifier",
+    "ToyStream",
+    "ToyTrainer",
+    "register_toy_meta_arch",
+    "toy_trainer_cfg",
+]
 
 
 class ToyClassifier(nn.Module):
@@ -88,6 +97,44 @@ class ToyStream:
             k += 1
 
 
+class ToyTrainer(DefaultTrainer):
+    """:class:`DefaultTrainer` whose training loader is this process' :class:`ToyStream`
+    (8 images per batch, seeded by ``cfg.SEED``)."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return ToyStream(batch_size=8, seed=cfg.SEED, rank=comm.get_rank())
+
+
+def toy_trainer_cfg(
+    output_dir: str,
+    *,
+    seed: int,
+    max_iter: int,
+    checkpoint_period: int,
+    steps: Sequence[int] = (),
+    warmup_iters: int = 0,
+    log_period: Optional[int] = None,
+):
+    """Config of a CPU :class:`ToyClassifier` run with SGD (lr 0.1) for :class:`ToyTrainer`
+    (registers the toy meta-architecture); ``log_period=None`` keeps the default."""
+    register_toy_meta_arch()
+    cfg = get_cfg()
+    cfg.MODEL.META_ARCHITECTURE = "ToyClassifier"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.OUTPUT_DIR = str(output_dir)
+    cfg.SEED = seed
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    cfg.SOLVER.BASE_LR = 0.1
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.STEPS = list(steps)
+    cfg.SOLVER.WARMUP_ITERS = warmup_iters
+    cfg.SOLVER.CHECKPOINT_PERIOD = checkpoint_period
+    if log_period is not None:
+        cfg.LOG_PERIOD = log_period
+    return cfg
+
+
 def toy_ddp_worker(output_dir: str, max_iter: int = 6) -> None:
     """Train :class:`ToyClassifier` with :class:`DefaultTrainer` in the current process group.
 
@@ -96,31 +143,10 @@ def toy_ddp_worker(output_dir: str, max_iter: int = 6) -> None:
     """
     import os
 
-    from ..config import get_cfg
-    from ..engine import DefaultTrainer
-    from . import comm
-
-    register_toy_meta_arch()
     rank = comm.get_rank()
-
-    class _Trainer(DefaultTrainer):
-        @classmethod
-        def build_train_loader(cls, cfg):
-            return ToyStream(batch_size=8, seed=cfg.SEED, rank=comm.get_rank())
-
-    cfg = get_cfg()
-    cfg.MODEL.META_ARCHITECTURE = "ToyClassifier"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.OUTPUT_DIR = output_dir
-    cfg.SEED = 1
-    cfg.SOLVER.OPTIMIZER = "SGD"
-    cfg.SOLVER.BASE_LR = 0.1
-    cfg.SOLVER.MAX_ITER = max_iter
-    cfg.SOLVER.STEPS = []
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 1000
+    cfg = toy_trainer_cfg(output_dir, seed=1, max_iter=max_iter, checkpoint_period=1000)
     torch.manual_seed(0)  # identical initial weights on every rank
-    trainer = _Trainer(cfg)
+    trainer = ToyTrainer(cfg)
     trainer.train()
     model = trainer.model_without_ddp
     model.train()

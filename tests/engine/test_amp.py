@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from reid_plugins.config import add_all_configs, get_cfg
-from reid_plugins.engine import AMPTrainer, DefaultTrainer, SimpleTrainer
+from reid_plugins.engine import AMPTrainer, SimpleTrainer
 from reid_plugins.engine.meta_trainer import MetaTrainer
 from reid_plugins.utils.events import EventStorage
-from reid_plugins.utils.testing import ToyClassifier, ToyStream, register_toy_meta_arch
+from reid_plugins.utils.testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
 
 
 def _train(trainer, iters):
@@ -53,33 +53,15 @@ def test_clipping_sees_unscaled_gradients():
 
 
 def _toy_cfg(out_dir, amp=True):
-    register_toy_meta_arch()
-    cfg = get_cfg()
-    cfg.MODEL.META_ARCHITECTURE = "ToyClassifier"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.OUTPUT_DIR = str(out_dir)
-    cfg.SEED = 3
-    cfg.SOLVER.OPTIMIZER = "SGD"
-    cfg.SOLVER.BASE_LR = 0.1
-    cfg.SOLVER.MAX_ITER = 4
-    cfg.SOLVER.STEPS = []
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 2
+    cfg = toy_trainer_cfg(out_dir, seed=3, max_iter=4, checkpoint_period=2, log_period=100)
     cfg.SOLVER.AMP.ENABLED = amp
     cfg.SOLVER.AMP.DTYPE = "float16"
-    cfg.LOG_PERIOD = 100
     return cfg
-
-
-class _ToyTrainer(DefaultTrainer):
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return ToyStream(batch_size=8, seed=cfg.SEED)
 
 
 def test_default_trainer_checkpoints_and_resumes_the_grad_scaler(tmp_path):
     cfg = _toy_cfg(tmp_path)
-    trainer = _ToyTrainer(cfg)
+    trainer = ToyTrainer(cfg)
     assert isinstance(trainer._trainer, AMPTrainer)
     trainer.resume_or_load(resume=False)
     state = trainer._trainer.grad_scaler.state_dict()
@@ -87,11 +69,11 @@ def test_default_trainer_checkpoints_and_resumes_the_grad_scaler(tmp_path):
     trainer.train()
     saved = torch.load(tmp_path / "model_final.pth", weights_only=False)
     assert saved["trainer"]["grad_scaler"]["scale"] == pytest.approx(1234.0)
-    resumed = _ToyTrainer(cfg)
+    resumed = ToyTrainer(cfg)
     assert resumed._trainer.grad_scaler.get_scale() == 65536.0
     resumed.resume_or_load(resume=True)
     assert resumed._trainer.grad_scaler.get_scale() == pytest.approx(1234.0)
-    assert isinstance(_ToyTrainer(_toy_cfg(tmp_path / "fp32", amp=False))._trainer, SimpleTrainer)
+    assert isinstance(ToyTrainer(_toy_cfg(tmp_path / "fp32", amp=False))._trainer, SimpleTrainer)
 
 
 def test_amp_dtype_is_validated_and_meta_trainer_refuses_amp():

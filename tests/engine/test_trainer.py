@@ -7,9 +7,9 @@ import torch
 
 from reid_plugins.checkpoint import Checkpointer
 from reid_plugins.config import get_cfg
-from reid_plugins.engine import DefaultTrainer, HookBase, NonFiniteLossError, SimpleTrainer
+from reid_plugins.engine import HookBase, NonFiniteLossError, SimpleTrainer
 from reid_plugins.solver import build_lr_scheduler
-from reid_plugins.utils.testing import ToyClassifier, ToyStream, register_toy_meta_arch
+from reid_plugins.utils.testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
 
 
 class RecordingHook(HookBase):
@@ -118,12 +118,6 @@ def test_non_finite_loss_names_term_and_iteration():
     assert "loss_cls" not in str(e.value)
 
 
-class ToyTrainer(DefaultTrainer):
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return ToyStream(batch_size=8, seed=cfg.SEED)
-
-
 class StopAt(HookBase):
     """Simulates a crash after iteration ``k``."""
 
@@ -136,20 +130,15 @@ class StopAt(HookBase):
 
 
 def _toy_cfg(out_dir, max_iter=20):
-    register_toy_meta_arch()
-    cfg = get_cfg()
-    cfg.MODEL.META_ARCHITECTURE = "ToyClassifier"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.OUTPUT_DIR = str(out_dir)
-    cfg.SEED = 5
-    cfg.SOLVER.OPTIMIZER = "SGD"
-    cfg.SOLVER.BASE_LR = 0.1
-    cfg.SOLVER.MAX_ITER = max_iter
-    cfg.SOLVER.STEPS = [8, 15]
-    cfg.SOLVER.WARMUP_ITERS = 4
-    cfg.SOLVER.CHECKPOINT_PERIOD = 5
-    cfg.LOG_PERIOD = 3
-    return cfg
+    return toy_trainer_cfg(
+        out_dir,
+        seed=5,
+        max_iter=max_iter,
+        checkpoint_period=5,
+        steps=[8, 15],
+        warmup_iters=4,
+        log_period=3,
+    )
 
 
 def _run(cfg, resume=False, crash_at=None):

@@ -37,11 +37,10 @@ from reid_plugins.data.datasets.cuhk_sysu import (
 from reid_plugins.data.datasets.msmt17 import load_msmt17
 from reid_plugins.data.datasets.prw import load_prw_annotation, load_prw_gallery, load_prw_train
 from reid_plugins.data.synthetic_scenes import generate_synthetic_scenes
-from reid_plugins.engine import DefaultTrainer
 from reid_plugins.utils.testing import (
     ToyClassifier,
-    ToyStream,
-    register_toy_meta_arch,
+    ToyTrainer,
+    toy_trainer_cfg,
     write_tiny_image,
 )
 
@@ -460,34 +459,15 @@ def test_sigkill_while_saving_keeps_a_complete_checkpoint(tmp_path, where, survi
             assert name in ("last_checkpoint",) or (name.startswith(".") and name.endswith(".tmp"))
 
 
-class _ToyTrainer(DefaultTrainer):
-    @classmethod
-    def build_train_loader(cls, cfg):
-        return ToyStream(batch_size=8, seed=cfg.SEED)
-
-
 def _toy_cfg(out_dir):
-    register_toy_meta_arch()
-    cfg = get_cfg()
-    cfg.MODEL.META_ARCHITECTURE = "ToyClassifier"
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.OUTPUT_DIR = str(out_dir)
-    cfg.SEED = 3
-    cfg.SOLVER.OPTIMIZER = "SGD"
-    cfg.SOLVER.BASE_LR = 0.1
-    cfg.SOLVER.MAX_ITER = 6
-    cfg.SOLVER.STEPS = []
-    cfg.SOLVER.WARMUP_ITERS = 0
-    cfg.SOLVER.CHECKPOINT_PERIOD = 3
-    cfg.LOG_PERIOD = 100
-    return cfg
+    return toy_trainer_cfg(out_dir, seed=3, max_iter=6, checkpoint_period=3, log_period=100)
 
 
 @pytest.fixture
 def trained_dir(tmp_path):
     cfg = _toy_cfg(tmp_path)
     torch.manual_seed(0)
-    trainer = _ToyTrainer(cfg)
+    trainer = ToyTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
@@ -500,7 +480,7 @@ def test_resume_from_corrupt_last_checkpoint_fails_loudly(trained_dir, mode):
     final = out / "model_final.pth"
     _corrupt_copy(str(final), mode)
     corrupt = final.read_bytes()
-    trainer = _ToyTrainer(cfg)
+    trainer = ToyTrainer(cfg)
     with pytest.raises(CheckpointError) as e:
         trainer.resume_or_load(resume=True)
     assert str(final) in str(e.value)
@@ -518,7 +498,7 @@ def test_resume_from_corrupt_last_checkpoint_fails_loudly(trained_dir, mode):
 def test_bad_last_checkpoint_tag_fails_loudly(trained_dir, content, message):
     cfg, out = trained_dir
     (out / "last_checkpoint").write_bytes(content)
-    trainer = _ToyTrainer(cfg)
+    trainer = ToyTrainer(cfg)
     with pytest.raises(CheckpointError, match=message) as e:
         trainer.resume_or_load(resume=True)
     assert str(out / "last_checkpoint") in str(e.value)
@@ -531,7 +511,7 @@ def test_resume_without_last_checkpoint_continues_from_the_newest_file(trained_d
     os.remove(out / "last_checkpoint")
     os.remove(out / "model_final.pth")
     newest_iter = int(numbered[-1][len("model_") : -len(".pth")])
-    trainer = _ToyTrainer(cfg)
+    trainer = ToyTrainer(cfg)
     trainer.resume_or_load(resume=True)
     assert trainer.start_iter == newest_iter + 1 > 1
 
