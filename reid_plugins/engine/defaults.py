@@ -307,18 +307,12 @@ class DefaultTrainer(TrainerBase):
 
     def state_dict(self) -> dict:
         sd = super().state_dict()
-        sd["optimizer"] = self.optimizer.state_dict()
-        scaler = getattr(self._trainer, "grad_scaler", None)
-        if scaler is not None:
-            sd["grad_scaler"] = scaler.state_dict()
+        sd.update(self._trainer.step_state_dict())  # optimizer (+ AMP grad scaler)
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        self.optimizer.load_state_dict(state_dict["optimizer"])
-        scaler = getattr(self._trainer, "grad_scaler", None)
-        if scaler is not None and "grad_scaler" in state_dict:
-            scaler.load_state_dict(state_dict["grad_scaler"])
+        self._trainer.load_step_state_dict(state_dict)
 
     @classmethod
     def test(cls, cfg, model, evaluators=None) -> Dict:

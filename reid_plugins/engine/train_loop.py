@@ -217,14 +217,28 @@ class SimpleTrainer(TrainerBase):
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
 
-        loss_dict = self.model(data)
+        loss_dict = self.forward_losses(data)
         losses = self.sum_losses(loss_dict)
         self.optimizer.zero_grad(set_to_none=True)
-        losses.backward()
+        self.backward(losses)
         self.after_backward()
         if self.grad_clipper is not None:
-            self.grad_clipper(self.model.parameters())
+            self.clip_gradients()
         self.write_metrics(loss_dict, data_time)
+        self.optimizer_step()
+
+    # The four steps below are what :class:`AMPTrainer` changes.
+    def forward_losses(self, data) -> Mapping[str, torch.Tensor]:
+        """The model's loss dict on one batch."""
+        return self.model(data)
+
+    def backward(self, losses: torch.Tensor) -> None:
+        losses.backward()
+
+    def clip_gradients(self) -> None:
+        self.grad_clipper(self.model.parameters())
+
+    def optimizer_step(self) -> None:
         self.optimizer.step()
 
     def sum_losses(self, loss_dict: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -260,14 +274,22 @@ class SimpleTrainer(TrainerBase):
                 total += float(v)
             storage.put_scalar("total_loss", total)
 
+    def step_state_dict(self) -> dict:
+        """State of the optimisation step itself (the optimizer; :class:`AMPTrainer` adds its
+        grad scaler); part of :meth:`state_dict` and of ``DefaultTrainer``'s checkpoints."""
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_step_state_dict(self, state_dict: dict) -> None:
+        self.optimizer.load_state_dict(state_dict["optimizer"])
+
     def state_dict(self) -> dict:
         sd = super().state_dict()
-        sd["optimizer"] = self.optimizer.state_dict()
+        sd.update(self.step_state_dict())
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
-        self.optimizer.load_state_dict(state_dict["optimizer"])
+        self.load_step_state_dict(state_dict)
 
 
 #: Values of ``SOLVER.AMP.DTYPE``.
@@ -311,32 +333,26 @@ class AMPTrainer(SimpleTrainer):
         self.dtype = getattr(torch, dtype)
         self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.dtype == torch.float16)
 
-    def run_step(self) -> None:
-        assert self.model.training, "AMPTrainer: model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-
+    def forward_losses(self, data) -> Mapping[str, torch.Tensor]:
         with torch.autocast(device_type=self.device_type, dtype=self.dtype):
             loss_dict = self.model(data)
-        loss_dict = {k: v.float() for k, v in loss_dict.items()}
-        losses = self.sum_losses(loss_dict)
-        self.optimizer.zero_grad(set_to_none=True)
+        return {k: v.float() for k, v in loss_dict.items()}
+
+    def backward(self, losses: torch.Tensor) -> None:
         self.grad_scaler.scale(losses).backward()
-        self.after_backward()
-        if self.grad_clipper is not None:
-            self.grad_scaler.unscale_(self.optimizer)
-            self.grad_clipper(self.model.parameters())
-        self.write_metrics(loss_dict, data_time)
+
+    def clip_gradients(self) -> None:
+        self.grad_scaler.unscale_(self.optimizer)
+        super().clip_gradients()
+
+    def optimizer_step(self) -> None:
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
 
-    def state_dict(self) -> dict:
-        sd = super().state_dict()
-        sd["grad_scaler"] = self.grad_scaler.state_dict()
-        return sd
+    def step_state_dict(self) -> dict:
+        return {**super().step_state_dict(), "grad_scaler": self.grad_scaler.state_dict()}
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
+    def load_step_state_dict(self, state_dict: dict) -> None:
+        super().load_step_state_dict(state_dict)
         if "grad_scaler" in state_dict:
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
