@@ -92,19 +92,16 @@ def rank_stream(rank):
         k += 1
 
 
-def m3l_ddp_worker(output_dir, iters=2):
-    """Run ``iters`` M3L meta-iterations (``MEMORY_UPDATE: batch``) in the current process
-    group on this rank's own batches; write ``rank<k>.pt`` with the gradients the optimiser
-    saw at every iteration, the meta-test domains, the final state dict and memories."""
-    import os
-
+def run_meta_iterations(rank, iters):
+    """``iters`` M3L meta-iterations (``MEMORY_UPDATE: batch``) of a fresh ``tiny_m3l(seed=0)``
+    (identical weights, memories and RNG state in every process) on ``rank``'s batches, in the
+    current process group if any. Returns the model, the gradients the optimiser saw at every
+    iteration (``{name: grad}``) and the meta-test domains."""
     from reid_plugins.engine.meta_trainer import MetaStepTrainer
     from reid_plugins.solver import build_optimizer
-    from reid_plugins.utils import comm
     from reid_plugins.utils.events import EventStorage
 
-    rank = comm.get_rank()
-    model = tiny_m3l(seed=0)  # identical weights, memories and RNG state on every rank
+    model = tiny_m3l(seed=0)
     model.train()
     trainer = MetaStepTrainer(
         model, rank_stream(rank), build_optimizer(tiny_cfg(), model), memory_update="batch"
@@ -117,6 +114,18 @@ def m3l_ddp_worker(output_dir, iters=2):
             trainer.run_step()
             grads.append({n: p.grad.detach().clone() for n, p in zip(names, params)})
             domains.append(trainer.last_meta_test_domain)
+    return model, grads, domains
+
+
+def m3l_ddp_worker(output_dir, iters=2):
+    """:func:`run_meta_iterations` on this process' rank; writes ``rank<k>.pt`` with the
+    gradients, the meta-test domains and the final state dict (memories included)."""
+    import os
+
+    from reid_plugins.utils import comm
+
+    rank = comm.get_rank()
+    model, grads, domains = run_meta_iterations(rank, iters)
     torch.save(
         {"grads": grads, "domains": domains, "state": model.state_dict()},
         os.path.join(output_dir, f"rank{rank}.pt"),

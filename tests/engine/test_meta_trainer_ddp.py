@@ -6,10 +6,7 @@ import os
 import torch
 
 from reid_plugins.engine import launch
-from reid_plugins.engine.meta_trainer import MetaStepTrainer
-from reid_plugins.solver import build_optimizer
-from reid_plugins.utils.events import EventStorage
-from tests._m3l_helpers import m3l_ddp_worker, rank_stream, tiny_cfg, tiny_m3l
+from tests._m3l_helpers import m3l_ddp_worker, run_meta_iterations, tiny_m3l
 
 
 def _single_process_first_grads(rank):
@@ -19,22 +16,9 @@ def _single_process_first_grads(rank):
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
     try:
-        return _first_grads(rank)
+        return run_meta_iterations(rank, 1)[1][0]
     finally:
         torch.set_num_threads(threads)
-
-
-def _first_grads(rank):
-    model = tiny_m3l(seed=0)
-    model.train()
-    trainer = MetaStepTrainer(
-        model, rank_stream(rank), build_optimizer(tiny_cfg(), model), memory_update="batch"
-    )
-    names, params = trainer.trainable()
-    with EventStorage(0):
-        trainer.iter = 0
-        trainer.run_step()
-    return {n: p.grad.detach().clone() for n, p in zip(names, params)}
 
 
 def test_m3l_meta_step_with_two_gloo_processes(tmp_path):
