@@ -6,6 +6,9 @@ DDP) can be tested quickly and deterministically on CPU.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from types import ModuleType
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
@@ -20,6 +23,7 @@ __all__ = [
     "ToyClassifier",
     "ToyStream",
     "ToyTrainer",
+    "load_tool",
     "register_toy_meta_arch",
     "toy_trainer_cfg",
 ]
@@ -141,8 +145,6 @@ def toy_ddp_worker(output_dir: str, max_iter: int = 6) -> None:
     Every rank writes ``rank<k>.pt`` with its final weights, its own last-batch loss, the
     ``all_gather`` of those losses and their ``reduce_dict`` mean (used by the DDP test).
     """
-    import os
-
     rank = comm.get_rank()
     cfg = toy_trainer_cfg(output_dir, seed=1, max_iter=max_iter, checkpoint_period=1000)
     torch.manual_seed(0)  # identical initial weights on every rank
@@ -225,13 +227,10 @@ def reid_eval_worker(work_dir: str) -> None:
     rank evaluated, and the evaluator's per-query top-k dump under ``ws<world_size>/``.
     """
     import json
-    import os
 
-    from ..config import get_cfg
     from ..data import DatasetCatalog, build_reid_test_loader
     from ..evaluation import inference_on_dataset
     from ..evaluation.reid_evaluation import ReIDEvaluator
-    from . import comm
 
     data = torch.load(os.path.join(work_dir, "eval_input.pt"), weights_only=False)
     name = data["name"]
@@ -259,3 +258,16 @@ def reid_eval_worker(work_dir: str) -> None:
 
 
 __all__ += ["write_tiny_image", "FixedFeatureModel", "reid_eval_worker"]
+
+
+#: The repository's ``tools/`` folder (scripts, not a package).
+TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "tools")
+
+
+def load_tool(name: str) -> ModuleType:
+    """A fresh module object of the script ``tools/<name>.py`` (executed, ``main`` not run)."""
+    path = os.path.join(TOOLS_DIR, f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 identity is recognisable within a domain while the domains differ."""
 
 import filecmp
-import importlib.util
 import itertools
 import json
 import os
@@ -15,6 +14,7 @@ import pytest
 from reid_plugins.data import DatasetCatalog, MetadataCatalog
 from reid_plugins.data import synthetic_reid as syn
 from reid_plugins.data.datasets.market1501 import load_market_style
+from reid_plugins.utils.testing import load_tool
 
 DOMAINS = ("synA", "synB", "synC", "synD")
 SMALL = dict(num_train_ids=4, num_test_ids=12, images_per_id_per_cam=2, num_cams=3)
@@ -192,12 +192,7 @@ def test_domain_styles():
 
 
 def test_cli_prints_statistics(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "generate_synthetic_reid",
-        os.path.join(os.path.dirname(__file__), "..", "..", "tools", "generate_synthetic_reid.py"),
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("generate_synthetic_reid")
     args = [
         "--root",
         str(tmp_path),

@@ -2,9 +2,7 @@
 PyTorch (< 1e-4) with a dynamic batch axis, the generic crop-wrapper hook, the registry,
 the verification catching a mismatch, and tools/export_onnx.py end to end."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
@@ -24,11 +22,11 @@ from reid_plugins.export import (
 )
 from reid_plugins.export.onnx import OnnxVerificationError
 from reid_plugins.modeling import build_model
+from reid_plugins.utils.testing import load_tool
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_YAML = """
 MODEL:
   DEVICE: cpu
@@ -151,12 +149,7 @@ def test_registered_factory_is_found_along_the_mro():
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "export_onnx_tool", os.path.join(ROOT, "tools", "export_onnx.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("export_onnx")
 
 
 def test_export_tool_end_to_end(tmp_path):

@@ -5,8 +5,6 @@ the main options, unregistered dataset names (the error lists the registered one
 query / gallery / training sets (the error names the dataset).
 """
 
-import importlib.util
-import os
 
 import numpy as np
 import pytest
@@ -21,18 +19,11 @@ from reid_plugins.evaluation import evaluate_rank
 from reid_plugins.evaluation.reid_evaluation import ReIDEvaluator
 from reid_plugins.modeling import build_model
 from reid_plugins.solver import build_lr_scheduler, build_optimizer
-from reid_plugins.utils.testing import write_tiny_image
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from reid_plugins.utils.testing import load_tool, write_tiny_image
 
 
 def _train_net():
-    spec = importlib.util.spec_from_file_location(
-        "reliability_train_net", os.path.join(REPO, "tools", "train_net.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool("train_net")
 
 
 def _full_cfg():

@@ -1,21 +1,17 @@
 """tools/analyze_model.py: TDN Table VII FLOPs per component at the paper's sizes."""
 
-import importlib.util
 import os
 
 import pytest
 import torch
 
+from reid_plugins.utils.testing import load_tool
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location(
-        "analyze_model", os.path.join(REPO, "tools", "analyze_model.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("analyze_model")
 
 
 @pytest.fixture(scope="module")

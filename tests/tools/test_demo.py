@@ -2,7 +2,6 @@
 evaluator contract (boxes in original coordinates, query box rescaled by the model), and ReID
 ranking of crops with a tiny ReIDBaseline, both through the command line."""
 
-import importlib.util
 import json
 import os
 
@@ -14,22 +13,13 @@ from torch import nn
 
 from reid_plugins.checkpoint import Checkpointer
 from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY
+from reid_plugins.utils.testing import load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BG = 128  # background grey of the synthetic scenes
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f"{name}_tool", os.path.join(ROOT, "tools", f"{name}.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-demo = _load("demo")
+demo = load_tool("demo")
 
 
 class DemoFakeSearchModel(nn.Module):

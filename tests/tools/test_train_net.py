@@ -1,23 +1,18 @@
 """tools/train_net.py end to end on a tiny synthetic multi-domain benchmark."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
 from reid_plugins.data.synthetic_reid import generate_synthetic_reid
+from reid_plugins.utils.testing import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _load_train_net():
-    spec = importlib.util.spec_from_file_location(
-        "train_net", os.path.join(REPO, "tools", "train_net.py")
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("train_net")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 rendering of the evaluators' dumps, detections, save_features and t-SNE, and the
 tools/visualize_results.py subcommands."""
 
-import importlib.util
 import json
 import os
 
@@ -14,8 +13,8 @@ from torch import nn
 
 from reid_plugins.evaluation import ReIDEvaluator
 from reid_plugins.utils import visualizer as vis
+from reid_plugins.utils.testing import load_tool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GAP, T = 10, 4  # draw_reid_ranking: grid gap and border thickness for tile width 80
 
 
@@ -200,11 +199,7 @@ def test_save_features_and_tsne(tmp_path):
 
 
 def test_visualize_results_cli(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "visualize_results_tool", os.path.join(ROOT, "tools", "visualize_results.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("visualize_results")
     dump = _reid_dump(tmp_path)
     out = tool.main(
         ["reid", "--json", dump, "--output", str(tmp_path / "r"), "--image-root",
