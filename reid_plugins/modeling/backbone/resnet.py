@@ -22,6 +22,7 @@ from torch import nn
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .ibn import IBN, NORM_TYPES, convert_frozen_batchnorm, get_norm
+from .input_conv import InputConv2d
 
 __all__ = [
     "STAGE_NAMES",
@@ -110,11 +111,15 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> Op
 
 
 class Stem(nn.Module):
-    """7x7/2 conv, norm, ReLU, 3x3/2 max-pool (total stride 4)."""
+    """7x7/2 conv, norm, ReLU, 3x3/2 max-pool (total stride 4).
+
+    ``conv1`` is an :class:`~.input_conv.InputConv2d`: an ``nn.Conv2d`` whose second-order
+    backward (M3L's meta-gradient) skips the image gradient nobody needs.
+    """
 
     def __init__(self, *, in_channels: int, out_channels: int, norm: str = "BN") -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 7, stride=2, padding=3, bias=False)
+        self.conv1 = InputConv2d(in_channels, out_channels, 7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
