@@ -16,6 +16,12 @@ so that load drift on a shared machine affects them alike; the median wall-clock
 time per iteration is reported with the ratio to ``baseline`` and (``same-mode``) to the
 baseline with the same memory update (target: <= 2.5x).
 
+``--phases`` also times the parts of each iteration, by wrapping (not changing) the trainer's
+pieces: the model's forward per stage (``standard``; ``meta_train``; ``meta_test``, which is
+the functional call with theta'), ``inner_update`` (the create-graph gradient of L_mtr and the
+inner step), the outer backward (the rest of ``_finish``: backward, gradient checks, metrics),
+the optimiser step and the memory update.
+
 Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` per variant (reset in between); on
 CPU each variant runs in a fresh child process that, after one untimed iteration, resets the
 kernel's peak-RSS counter (``/proc/self/clear_refs``; ``ru_maxrss`` where unavailable) and
@@ -74,6 +80,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--phases", action="store_true", help="also time the parts of an iteration")
     p.add_argument("--json", default="", help="also write the results to this file")
     p.add_argument("--_child", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -138,6 +145,56 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+PHASES = (
+    "forward standard",
+    "forward meta_train",
+    "inner_update",
+    "forward meta_test",
+    "outer backward",
+    "optimizer step",
+    "memory update",
+)
+
+
+def instrument(trainer, device: str) -> dict:
+    """Wrap the trainer's pieces to record seconds per phase (``{phase: [seconds, ...]}``).
+
+    The outer backward is ``_finish`` minus the optimiser step and the memory update inside it.
+    """
+    rec = {k: [] for k in PHASES}
+
+    def timed(fn, key):
+        def wrapper(*args, **kwargs):
+            _sync(device)
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync(device)
+            k = key(kwargs) if callable(key) else key
+            rec[k].append(time.perf_counter() - t)
+            return out
+
+        return wrapper
+
+    module = trainer.module
+    module.forward = timed(module.forward, lambda kw: "forward " + kw.get("stage", "standard"))
+    trainer.inner_update = timed(trainer.inner_update, "inner_update")
+    trainer.optimizer.step = timed(trainer.optimizer.step, "optimizer step")
+    trainer.update_memories = timed(trainer.update_memories, "memory update")
+    finish = trainer._finish
+
+    def finish_wrapper(*args, **kwargs):
+        n_opt, n_mem = len(rec["optimizer step"]), len(rec["memory update"])
+        _sync(device)
+        t = time.perf_counter()
+        finish(*args, **kwargs)
+        _sync(device)
+        inner = sum(rec["optimizer step"][n_opt:]) + sum(rec["memory update"][n_mem:])
+        rec["outer backward"].append(time.perf_counter() - t - inner)
+
+    trainer._finish = finish_wrapper
+    return rec
+
+
 def step(trainer, device: str, it: int):
     trainer.iter = it
     _sync(device)
@@ -191,10 +248,14 @@ def main(argv=None) -> dict:
         return {}
     trainers = {v: build(args, v) for v in args.variants}
     times = {v: [] for v in args.variants}
+    phases = {v: instrument(tr, args.device) for v, tr in trainers.items()} if args.phases else {}
     with EventStorage(0):
         for v, tr in trainers.items():
             for it in range(args.warmup):
                 step(tr, args.device, it)
+        for rec in phases.values():  # keep the timed iterations only
+            for k in rec:
+                rec[k].clear()
         for it in range(args.iters):  # interleaved rounds
             for v, tr in trainers.items():
                 times[v].append(step(tr, args.device, args.warmup + it))
@@ -252,6 +313,20 @@ def main(argv=None) -> dict:
             f"{v:<17}{wall:>10.3f}{wall / base_wall:>7.2f}{cpu:>10.3f}{cpu / base_cpu:>7.2f}"
             f"{same}  {mem}"
         )
+    if phases:
+        print("\nmedian ms per iteration and phase (- = not in this variant):")
+        print(f"{'phase':<20}" + "".join(f"{v:>17}" for v in args.variants))
+        for k in PHASES:
+            cells = []
+            for v in args.variants:
+                vals = phases[v][k]
+                n = len(vals) // max(args.iters, 1)  # calls per iteration (1, or 0)
+                cells.append(f"{statistics.median(vals) * 1e3 * n:>17.1f}" if n else f"{'-':>17}")
+            print(f"{k:<20}" + "".join(cells))
+        for v in args.variants:
+            results["variants"][v]["phases_ms"] = {
+                k: statistics.median(vals) * 1e3 for k, vals in phases[v].items() if vals
+            }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -48,9 +48,23 @@ def test_benchmark_m3l_small(tmp_path):
         "benchmark_m3l.py",
         *("--iters", "1", "--height", "32", "--width", "16", "--batch", "8", "--ids", "4"),
         *("--base-width", "8", "--warmup", "0", "--json", str(path)),
-        *("--variants", "baseline", "baseline_forward", "m3l_forward"),
+        *("--variants", "baseline", "baseline_forward", "m3l_forward", "--phases"),
     )
     res = json.loads(path.read_text())["variants"]
+    # phases: the baseline has one standard forward; M3L the meta-train/meta-test forwards and
+    # the inner update, and only the forward memory update runs a forward of its own
+    assert set(res["baseline"]["phases_ms"]) == {
+        "forward standard",
+        "outer backward",
+        "optimizer step",
+        "memory update",
+    }
+    assert {"forward meta_train", "inner_update", "forward meta_test"} <= set(
+        res["m3l_forward"]["phases_ms"]
+    )
+    assert "forward standard" not in res["m3l_forward"]["phases_ms"]
+    phase_sum = sum(res["m3l_forward"]["phases_ms"].values()) / 1e3
+    assert 0 < phase_sum <= res["m3l_forward"]["wall_s"] * 1.5
     assert set(res) == {"baseline", "baseline_forward", "m3l_forward"}
     assert res["baseline"]["wall_ratio"] == pytest.approx(1.0)
     assert res["baseline_forward"]["wall_ratio_same_memory_update"] == pytest.approx(1.0)
