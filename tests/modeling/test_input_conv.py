@@ -107,3 +107,26 @@ def test_resnet_stem_uses_it():
     net = ResNet(depth=18, base_width=8)
     assert isinstance(net.stem.conv1, InputConv2d)
     assert "stem.conv1.weight" in net.state_dict()
+
+
+def test_works_under_torch_func_transforms():
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    mod = InputConv2d(3, 4, 3, padding=1, bias=False)
+    ref = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    ref.load_state_dict(mod.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    results = []
+    for m in (mod, ref):
+
+        def loss(p, m=m):
+            return functional_call(m, p, (x,)).tanh().pow(2).sum()
+
+        params = {"weight": m.weight.detach()}
+        g = grad(loss)(params)["weight"]
+        h = grad(lambda p: grad(loss)(p)["weight"].pow(2).sum())(params)["weight"]
+        v = vmap(lambda xi: functional_call(m, params, (xi[None],)).sum())(x)
+        results.append((g, h, v))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

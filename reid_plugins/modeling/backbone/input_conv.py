@@ -16,7 +16,8 @@ a gradient, routes the convolution through two small autograd functions:
   ``conv(x, ggW)``: one forward-size convolution and no input gradient.
 
 Everywhere else (evaluation, ``torch.no_grad``, tracing/export, autocast, an input that
-requires a gradient, a non-zero padding mode) it is exactly ``nn.Conv2d.forward``.
+requires a gradient, a non-zero padding mode) it is exactly ``nn.Conv2d.forward``. The autograd
+functions use ``setup_context``, so ``torch.func.grad``/``vmap`` work through them (tested).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ _ConvArgs = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int], int]
 class _WeightGrad(Function):
     """``gy -> dL/dW`` of ``y = conv(x, W)`` for a constant ``x`` (linear in ``gy``)."""
 
+    generate_vmap_rule = True  # forward/setup_context split: works under torch.func transforms
+
     @staticmethod
-    def forward(ctx, gy, x, weight_shape, conv: _ConvArgs):
+    def forward(gy, x, weight_shape, conv: _ConvArgs):
         stride, padding, dilation, groups = conv
         weight = x.new_empty(weight_shape)  # only its shape is read
-        grad_weight = torch.ops.aten.convolution_backward(
+        return torch.ops.aten.convolution_backward(
             gy,
             x,
             weight,
@@ -53,9 +56,12 @@ class _WeightGrad(Function):
             groups,
             [False, True, False],
         )[1]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, x, _, conv = inputs
         ctx.save_for_backward(x)
         ctx.conv = conv
-        return grad_weight
 
     @staticmethod
     def backward(ctx, gg_weight):
@@ -68,13 +74,19 @@ class _WeightGrad(Function):
 class _InputConv(Function):
     """``conv(x, W)`` for an ``x`` that needs no gradient (no bias)."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, weight, conv: _ConvArgs):
+    def forward(x, weight, conv: _ConvArgs):
         stride, padding, dilation, groups = conv
+        return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, conv = inputs
         ctx.save_for_backward(x)
         ctx.conv = conv
         ctx.weight_shape = weight.shape
-        return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, gy):
