@@ -40,14 +40,20 @@ def parse_args(argv=None):
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--domains", nargs="+", default=list(DEFAULT_DOMAINS))
-    p.add_argument("--num-train-ids", type=int, default=40)
-    p.add_argument("--num-test-ids", type=int, default=30)
-    p.add_argument("--images-per-id-per-cam", type=int, default=3)
-    p.add_argument("--num-cams", type=int, default=3)
+    dataset_like = " (default: the domain's dataset-like value, see the generator docstring)"
+    p.add_argument("--num-train-ids", type=int, default=None, help="ids per domain" + dataset_like)
+    p.add_argument("--num-test-ids", type=int, default=None, help="test ids" + dataset_like)
+    p.add_argument(
+        "--images-per-id-per-cam",
+        type=int,
+        default=None,
+        help="uniform layout: every id in every camera with this many images" + dataset_like,
+    )
+    p.add_argument("--num-cams", type=int, default=None, help="cameras" + dataset_like)
     p.add_argument("--height", type=int, default=64)
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--num-distractors", type=int, default=5)
-    p.add_argument("--num-junk", type=int, default=3)
+    p.add_argument("--num-distractors", type=int, default=50)
+    p.add_argument("--num-junk", type=int, default=20)
     p.add_argument(
         "--overwrite", action="store_true", help="regenerate even if a matching manifest exists"
     )

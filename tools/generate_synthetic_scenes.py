@@ -50,27 +50,32 @@ def main(argv=None) -> int:
     parser.add_argument("--root", default=dataset_root(), help="datasets root")
     parser.add_argument("--format", choices=FORMATS, default="cuhk_sysu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train-images", type=int, default=200)
-    parser.add_argument("--num-test-images", type=int, default=120)
-    parser.add_argument("--num-train-ids", type=int, default=50)
-    parser.add_argument("--num-test-ids", type=int, default=30)
-    parser.add_argument("--num-cams", type=int, default=6)
-    parser.add_argument("--image-size", type=_pair, default=(240, 320), help="H,W")
+    d = " (default: the generator's)"
+    parser.add_argument("--num-train-images", type=int, help="train scene images" + d)
+    parser.add_argument("--num-test-images", type=int, help="test scene images" + d)
+    parser.add_argument("--num-train-ids", type=int, help="labelled train identities" + d)
+    parser.add_argument("--num-test-ids", type=int, help="queried test identities" + d)
+    parser.add_argument(
+        "--num-gallery-only-ids", type=int, help="labelled test ids never queried" + d
+    )
+    parser.add_argument("--num-cams", type=int, help="cameras" + d)
+    parser.add_argument("--image-size", type=_pair, help="H,W" + d)
+    parser.add_argument("--appearances", type=_pair, help="MIN,MAX visits per group" + d)
+    parser.add_argument("--frames-per-visit", type=_pair, help="MIN,MAX frames per visit" + d)
+    parser.add_argument("--unlabeled-per-image", type=_pair, help="MIN,MAX" + d)
+    parser.add_argument("--max-labeled-per-image", type=int, help="labelled persons cap" + d)
     parser.add_argument("--overwrite", action="store_true", help="replace other generated data")
     args = parser.parse_args(argv)
 
+    keys = (
+        "num_train_images", "num_test_images", "num_train_ids", "num_test_ids",
+        "num_gallery_only_ids", "num_cams", "image_size", "appearances", "frames_per_visit",
+        "unlabeled_per_image", "max_labeled_per_image",
+    )  # fmt: skip
+    kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     start = time.perf_counter()
     out = generate_synthetic_scenes(
-        args.root,
-        seed=args.seed,
-        fmt=args.format,
-        num_train_images=args.num_train_images,
-        num_test_images=args.num_test_images,
-        num_train_ids=args.num_train_ids,
-        num_test_ids=args.num_test_ids,
-        num_cams=args.num_cams,
-        image_size=args.image_size,
-        overwrite=args.overwrite,
+        args.root, seed=args.seed, fmt=args.format, overwrite=args.overwrite, **kwargs
     )
     took = time.perf_counter() - start
     stats = {}

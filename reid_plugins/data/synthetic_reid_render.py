@@ -36,32 +36,73 @@ BACKGROUNDS = ("pavement", "tiles", "gradient", "shopfront", "foliage")
 # Gaussian std; person_scale: person height / image height; shift: max horizontal shift
 # (fraction of width); crop_prob: probability of a partial (cut) person.
 # side_prob / occlusion_prob: probability of a side view / of an occluder (pole, object).
+# cam_jitter: spread of the per-camera colour response and exposure (x the base spread);
+# clothing: the domain's clothing prior (season / place, see _CLOTHING); the layout keys
+# (num_cams, ids_factor, test_ids_factor, images_per_id) are read by the planner in
+# reid_plugins.data.synthetic_reid. Each preset imitates one real dataset of the M3L / GMN
+# leave-one-out protocol; the real statistic behind each value is in the comment next to it
+# (M3L, CVPR 2021, Table 1; the dataset papers; images per identity are half the real ratio
+# so that four domains generate in about a minute).
 # fmt: off
 DOMAIN_PRESETS: Dict[str, Dict[str, Any]] = {
-    "synA": dict(  # sunny plaza: warm, bright, sharp, full bodies
+    "synA": dict(  # ~ Market-1501: summer campus, 6 outdoor cameras, bright, sharp 128x64 DPM crops
         gains=(1.15, 1.03, 0.82), saturation=1.1, brightness=18.0, contrast=1.1, gamma=0.9,
         blur=0.0, resolution=1.0, noise=2.0, background="pavement",
         bg_colors=((172, 160, 138), (118, 112, 98)), person_scale=0.92, shift=0.04,
-        crop_prob=0.0, side_prob=0.2, occlusion_prob=0.05,
+        crop_prob=0.05, side_prob=0.2, occlusion_prob=0.05, cam_jitter=1.0,
+        clothing="summer",
+        num_cams=6,            # Market-1501: 6 cameras
+        ids_factor=1.0,        # 751 train ids (reference)
+        test_ids_factor=1.0,   # 750 test ids
+        images_per_id=8.6,     # 12,936 / 751 = 17.2 train images per id (halved)
     ),
-    "synB": dict(  # dim indoor mall: blue cast, dark, low contrast, noisy
+    "synB": dict(  # ~ DukeMTMC-reID: winter campus, 8 HD outdoor cameras, darker, many occlusions
         gains=(0.82, 0.98, 1.22), saturation=0.8, brightness=-35.0, contrast=0.75, gamma=1.0,
         blur=0.6, resolution=0.75, noise=9.0, background="tiles",
         bg_colors=((92, 100, 122), (58, 60, 72)), person_scale=0.84, shift=0.10,
-        crop_prob=0.1, side_prob=0.25, occlusion_prob=0.15,
+        crop_prob=0.1, side_prob=0.25, occlusion_prob=0.3, cam_jitter=1.0,
+        clothing="winter",
+        num_cams=8,            # DukeMTMC-reID: 8 cameras
+        ids_factor=0.93,       # 702 train ids / 751
+        test_ids_factor=1.0,   # 702 query ids (+ 408 distractor ids)
+        images_per_id=11.8,    # 16,522 / 702 = 23.5 (halved)
     ),
-    "synC": dict(  # low-resolution CCTV: washed out, blurry, tight crops
+    "synC": dict(  # ~ CUHK03 (detected): 2 indoor cameras, low-resolution, blurry, tight crops
         gains=(1.0, 1.0, 1.0), saturation=0.45, brightness=0.0, contrast=0.9, gamma=1.1,
         blur=0.9, resolution=0.4, noise=4.0, background="gradient",
         bg_colors=((205, 205, 198), (110, 110, 116)), person_scale=1.0, shift=0.03,
-        crop_prob=0.35, side_prob=0.3, occlusion_prob=0.1,
+        crop_prob=0.35, side_prob=0.3, occlusion_prob=0.1, cam_jitter=1.5,
+        clothing="mixed",
+        num_cams=2,            # CUHK03: 2 cameras per pair
+        ids_factor=1.0,        # 767 train ids (CUHK-NP detected) / 751
+        test_ids_factor=2.0,   # 700 test ids, 1,400 queries; doubled: >= 700 queries here
+        images_per_id=4.8,     # 7,365 / 767 = 9.6 (halved)
     ),
-    "synD": dict(  # evening street: magenta cast, contrasty, small off-centre persons
+    "synD": dict(  # ~ MSMT17: 15 in/outdoor cameras, morning/noon/afternoon light, most ids
         gains=(1.12, 0.82, 1.08), saturation=1.25, brightness=-8.0, contrast=1.3, gamma=1.25,
         blur=0.3, resolution=0.6, noise=5.0, background="shopfront",
         bg_colors=((62, 40, 72), (182, 150, 62)), person_scale=0.78, shift=0.14,
-        crop_prob=0.05, side_prob=0.35, occlusion_prob=0.1,
+        crop_prob=0.05, side_prob=0.35, occlusion_prob=0.15, cam_jitter=3.0,
+        clothing="winter_mixed",
+        num_cams=9,            # MSMT17: 15 cameras (Market names hold one digit: 9)
+        ids_factor=1.39,       # 1,041 train ids / 751
+        test_ids_factor=1.5,   # 3,060 test ids (2.9x train; capped at 1.5x to stay cheap)
+        images_per_id=15.7,    # 32,621 / 1,041 = 31.3 (halved)
     ),
+}
+# Clothing priors: the seasons and places of the real datasets (Market-1501 was filmed in
+# summer: light, saturated clothes, short sleeves; DukeMTMC-reID in winter: dark coats, long
+# sleeves; MSMT17 in winter with many indoor scenes). sat/val: HSV saturation and value
+# ranges; achromatic: share of grey/black/white garments.
+_CLOTHING: Dict[str, Dict[str, Any]] = {
+    "summer": dict(sat=(90, 256), val=(110, 256), achromatic=0.2, long_sleeves=0.25,
+                   shorts=0.35, dark_bottom=0.4),
+    "winter": dict(sat=(40, 200), val=(40, 170), achromatic=0.5, long_sleeves=0.97,
+                   shorts=0.02, dark_bottom=0.8),
+    "mixed": dict(sat=(70, 256), val=(70, 256), achromatic=0.25, long_sleeves=0.6,
+                  shorts=0.2, dark_bottom=0.6),
+    "winter_mixed": dict(sat=(50, 230), val=(50, 210), achromatic=0.4, long_sleeves=0.85,
+                         shorts=0.05, dark_bottom=0.7),
 }
 # fmt: on
 _BOTTOM_PALETTE = ((40, 60, 110), (25, 25, 28), (95, 95, 100), (170, 150, 110), (70, 50, 35))
@@ -77,11 +118,16 @@ def _domain_key(domain: str) -> int:
     return zlib.crc32(domain.encode("utf-8"))
 
 
-def _hsv_colour(rng: np.random.Generator, achromatic_prob: float = 0.25) -> Tuple[float, ...]:
+def _hsv_colour(
+    rng: np.random.Generator,
+    achromatic_prob: float = 0.25,
+    sat: Tuple[int, int] = (70, 256),
+    val: Tuple[int, int] = (70, 256),
+) -> Tuple[float, ...]:
     if rng.random() < achromatic_prob:
-        v = float(rng.uniform(20, 235))
+        v = float(rng.uniform(max(20, val[0] - 50), min(235, val[1])))
         return (v, v, v)
-    hsv = np.uint8([[[rng.integers(0, 180), rng.integers(70, 256), rng.integers(70, 256)]]])
+    hsv = np.uint8([[[rng.integers(0, 180), rng.integers(*sat), rng.integers(*val)]]])
     return tuple(float(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
@@ -106,15 +152,27 @@ def domain_style(domain: str, seed: int = 0) -> Dict[str, Any]:
         crop_prob=float(r.uniform(0.0, 0.3)),
         side_prob=float(r.uniform(0.1, 0.4)),
         occlusion_prob=float(r.uniform(0.0, 0.2)),
+        cam_jitter=float(r.uniform(1.0, 2.0)),
+        clothing=str(r.choice(sorted(_CLOTHING))),
+        num_cams=int(r.integers(3, 7)),
+        ids_factor=float(r.uniform(0.8, 1.2)),
+        test_ids_factor=1.0,
+        images_per_id=float(r.uniform(5.0, 12.0)),
     )
 
 
 def _camera_style(style: Dict[str, Any], seed: int, domain: str, cam: int) -> Dict[str, Any]:
-    """Smaller per-camera perturbation of a domain style."""
+    """Per-camera perturbation of a domain style: colour response (gains), exposure
+    (brightness, gamma), focus (blur), background, person scale and the share of back views,
+    spread by the domain's ``cam_jitter``."""
     r = _rng(seed, _domain_key(domain), 11, cam)
+    j = float(style.get("cam_jitter", 1.0))
     cam_style = dict(style)
-    cam_style["gains"] = tuple(float(g) * float(np.exp(r.normal(0, 0.04))) for g in style["gains"])
-    cam_style["brightness"] = style["brightness"] + float(r.normal(0, 6))
+    cam_style["gains"] = tuple(
+        float(g) * float(np.exp(r.normal(0, 0.04 * j))) for g in style["gains"]
+    )
+    cam_style["brightness"] = style["brightness"] + float(r.normal(0, 6 * j))
+    cam_style["gamma"] = style["gamma"] * float(np.exp(r.normal(0, 0.05 * j)))
     cam_style["blur"] = style["blur"] + float(r.uniform(0, 0.3))
     cam_style["bg_colors"] = tuple(
         tuple(float(np.clip(c + r.normal(0, 15), 0, 255)) for c in col)
@@ -125,26 +183,31 @@ def _camera_style(style: Dict[str, Any], seed: int, domain: str, cam: int) -> Di
     return cam_style
 
 
-def sample_identity(rng: np.random.Generator) -> Dict[str, Any]:
-    """Appearance of one person (colours RGB 0-255, shape factors, pattern, accessories)."""
-    top = _hsv_colour(rng)
-    if rng.random() < 0.6:
+def sample_identity(rng: np.random.Generator, clothing: Optional[str] = None) -> Dict[str, Any]:
+    """Appearance of one person (colours RGB 0-255, shape factors, pattern, accessories).
+
+    ``clothing`` names a prior of :data:`_CLOTHING` (a domain's season / place); None keeps
+    the neutral prior ("mixed")."""
+    c = _CLOTHING[clothing or "mixed"]
+    col = dict(achromatic_prob=c["achromatic"], sat=c["sat"], val=c["val"])
+    top = _hsv_colour(rng, **col)
+    if rng.random() < c["dark_bottom"]:
         base = _BOTTOM_PALETTE[rng.integers(len(_BOTTOM_PALETTE))]
-        bottom = tuple(float(np.clip(c + rng.normal(0, 12), 0, 255)) for c in base)
+        bottom = tuple(float(np.clip(v + rng.normal(0, 12), 0, 255)) for v in base)
     else:
-        bottom = _hsv_colour(rng)
+        bottom = _hsv_colour(rng, **col)
     return dict(
         top=top,
-        top2=_hsv_colour(rng),
+        top2=_hsv_colour(rng, **col),
         top_pattern=str(
             rng.choice(["plain", "hstripes", "vstripes", "checks"], p=[0.45, 0.25, 0.1, 0.2])
         ),
         period=int(rng.integers(4, 9)),
-        long_sleeves=bool(rng.random() < 0.6),
+        long_sleeves=bool(rng.random() < c["long_sleeves"]),
         bottom=bottom,
-        bottom2=_hsv_colour(rng),
+        bottom2=_hsv_colour(rng, **col),
         bottom_pattern=str(rng.choice(["plain", "hstripes"], p=[0.8, 0.2])),
-        shorts=bool(rng.random() < 0.2),
+        shorts=bool(rng.random() < c["shorts"]),
         skin=_SKIN[rng.integers(len(_SKIN))],
         hair=_HAIR[rng.integers(len(_HAIR))],
         shoes=(30.0, 30.0, 30.0) if rng.random() < 0.7 else (225.0, 225.0, 225.0),

@@ -104,7 +104,7 @@ def _write_cuhk(w: _Writer, images, identities, p, rng, render) -> Dict[str, Any
 
     def entry(i: int, j: int, present: bool = True) -> Dict[str, Any]:
         """(imname, idlocate, ishard) of identity i in image j (idlocate empty if absent)."""
-        box = np.zeros((0, 0))
+        box = np.zeros((1, 0))  # an absent person: 1x0, as in the real CUHK-SYSU files
         if present:
             box = _xywh(next(q for q in images[j]["persons"] if q["id"] == i)["visible"])
         return {"imname": names[j], "idlocate": box, "ishard": 0.0}
@@ -113,7 +113,8 @@ def _write_cuhk(w: _Writer, images, identities, p, rng, render) -> Dict[str, Any
     for i, ident in enumerate(identities):
         idname = f"p{i + 1}"
         if ident["split"] == "test":
-            queries.append((i, idname))
+            if ident.get("queried", True):
+                queries.append((i, idname))
             continue
         scene = _struct([entry(i, j) for j in ident["images"]], gal_fields)
         row = {"idname": idname, "nAppear": float(scene.size), "scene": scene}
@@ -178,8 +179,8 @@ def _write_prw(w: _Writer, images, identities, p, rng, render) -> Dict[str, Any]
         )
     lines = []
     for i, ident in enumerate(identities):
-        if ident["split"] != "test":
-            continue
+        if ident["split"] != "test" or not ident.get("queried", True):
+            continue  # gallery-only test identities are labelled but never queried
         seen = set()
         for j in ident["images"]:
             if images[j]["cam"] in seen:

@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 FORMATS = ("cuhk_sysu", "prw")
-_VERSION = 1
+_VERSION = 2
 _MANIFEST = "manifest.json"
 
 
@@ -75,41 +75,88 @@ def synthetic_scenes_dir(root: str, fmt: str) -> str:
 # --------------------------------------------------------------------------------------- #
 # Planning: which identities appear where
 # --------------------------------------------------------------------------------------- #
-def _place(rng: np.random.Generator, placed: List[tuple], size: Tuple[int, int], strict: bool):
-    """A full person box (x1, y1, x2, y2 ints, may leave the image) with >= 55% inside the
-    image and (if ``strict``) covering at most 45% of any placed box; None if not found."""
+#: Group sizes 1..4 of the planned walking groups (probabilities per group). About 70 % of
+#: pedestrians in city streets walk in groups, mostly pairs and triples (Moussaid et al.,
+#: "The walking behaviour of pedestrian social groups", PLoS ONE 2010); with these weights
+#: 72 % of the labelled persons walk with somebody.
+GROUP_SIZE_PROBS = (0.5, 0.3, 0.14, 0.06)
+#: Chance that a group member is in a group image after the first two (a member may have
+#: walked ahead or be hidden); the first two images hold the whole group.
+GROUP_PRESENCE = 0.85
+
+
+def _overlap_ok(box, placed, limit: float) -> bool:
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    for q in placed:
+        iw = min(box[2], q[2]) - max(box[0], q[0])
+        ih = min(box[3], q[3]) - max(box[1], q[1])
+        qa = (q[2] - q[0]) * (q[3] - q[1])
+        if iw > 0 and ih > 0 and iw * ih > limit * min(area, qa):
+            return False
+    return True
+
+
+def _place_group(
+    rng: np.random.Generator, placed: List[tuple], size: Tuple[int, int], n: int, limit: float
+) -> Optional[List[tuple]]:
+    """``n`` full person boxes (x1, y1, x2, y2 ints, may leave the image) standing side by side
+    at one depth, each >= 55 % inside the image and covering at most ``limit`` of any placed
+    box (``limit`` >= 1: no check); None if not found.
+
+    Perspective: the person height grows with the foot row from 0.15 to 0.85 of the image
+    height (CUHK-SYSU boxes range from ~50 to ~600 pixels in ~600 x 800 images), so far
+    persons are small and near persons large (detector-relevant scale variety)."""
     h, w = size
     for _ in range(40):
-        foot = rng.uniform(0.5, 1.0) * h if rng.random() > 0.1 else rng.uniform(1.0, 1.15) * h
-        ph = h * (0.25 + 0.6 * (min(foot / h, 1.0) - 0.5) / 0.5) * rng.uniform(0.9, 1.1)
-        pw = ph * rng.uniform(0.34, 0.42)
-        cx = rng.uniform(-0.05, 1.05) * w
-        box = (
-            int(round(cx - pw / 2)),
-            int(round(foot - ph)),
-            int(round(cx + pw / 2)),
-            int(round(foot)),
-        )
-        vis = (min(box[2], w) - max(box[0], 0), min(box[3], h) - max(box[1], 0))
-        area = (box[2] - box[0]) * (box[3] - box[1])
-        if vis[0] < max(4, 0.55 * (box[2] - box[0])) or vis[1] < max(8, 0.55 * (box[3] - box[1])):
-            continue
+        foot = rng.uniform(0.45, 1.0) * h if rng.random() > 0.1 else rng.uniform(1.0, 1.15) * h
+        ph0 = h * (0.15 + 0.7 * (min(foot / h, 1.0) - 0.45) / 0.55)
+        x, boxes = 0.0, []
+        for _k in range(n):
+            ph = ph0 * rng.uniform(0.92, 1.08)
+            pw = ph * rng.uniform(0.34, 0.42)
+            f = foot + rng.normal(0, 0.015 * h)
+            boxes.append([x, f - ph, x + pw, f])
+            x += pw * rng.uniform(0.75, 1.15)  # shoulder to shoulder, slight overlaps
+        shift = rng.uniform(-0.05, 1.05) * w - x / 2
+        boxes = [tuple(int(round(v)) for v in (b[0] + shift, b[1], b[2] + shift, b[3])) for b in boxes]
         ok = True
-        for q in placed if strict else []:
-            iw = min(box[2], q[2]) - max(box[0], q[0])
-            ih = min(box[3], q[3]) - max(box[1], q[1])
-            qa = (q[2] - q[0]) * (q[3] - q[1])
-            if iw > 0 and ih > 0 and iw * ih > 0.45 * min(area, qa):
+        for box in boxes:
+            vis = (min(box[2], w) - max(box[0], 0), min(box[3], h) - max(box[1], 0))
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            if vis[0] < max(4, 0.55 * bw) or vis[1] < max(8, 0.55 * bh):
+                ok = False
+                break
+            if limit < 1 and not _overlap_ok(box, placed, limit):
                 ok = False
                 break
         if ok:
-            return box
+            return boxes
     return None
+
+
+def _groups(rng: np.random.Generator, members: List[int]) -> List[List[int]]:
+    """Split identity indices into walking groups of 1-4 (:data:`GROUP_SIZE_PROBS`)."""
+    out, k = [], 0
+    while k < len(members):
+        n = int(rng.choice(len(GROUP_SIZE_PROBS), p=GROUP_SIZE_PROBS)) + 1
+        out.append(members[k : k + n])
+        k += n
+    return out
 
 
 def _plan(p: Dict[str, Any], rng: np.random.Generator):
     """Images (split, camera, persons with full boxes) and identities (split, appearance,
-    image indices; the first image is the query's)."""
+    image indices; the first image is the query's, ``queried``: may be a query).
+
+    Labelled identities walk in groups (:func:`_groups`); a group appears together in
+    ``appearances`` visits spread over the cameras, each visit ``frames_per_visit``
+    consecutive images of one camera (PRW is video: 15,575 train boxes of 482 ids = 32 boxes
+    per id; CUHK-SYSU photos: 15,080 boxes of 5,532 ids = 2.7). Test identities beyond
+    ``num_test_ids`` (``num_gallery_only_ids``) are labelled in the gallery but never queried
+    (PRW's test frames hold such persons). Every image also holds ``unlabeled_per_image``
+    one-off persons (CUHK-SYSU: 96,143 boxes in 18,184 images, 5.3 per image, most of them
+    unlabelled; PRW: 43,110 in 11,816, 3.6 per image); crowded images allow more overlap.
+    """
     size, cams = tuple(p["image_size"]), p["num_cams"]
     images: List[Dict[str, Any]] = []
     for split in ("train", "test"):
@@ -117,54 +164,83 @@ def _plan(p: Dict[str, Any], rng: np.random.Generator):
         for cam in rng.permutation(np.arange(n) % cams):
             images.append({"index": len(images), "split": split, "cam": int(cam), "ids": []})
     identities: List[Dict[str, Any]] = []
+    cap = p["max_labeled_per_image"]
     for code, split in enumerate(("train", "test")):
         members = [im for im in images if im["split"] == split]
-        for k in range(p[f"num_{split}_ids"]):
-            ident = {
-                "split": split,
-                "app": random_appearance(np.random.default_rng(p["key"] + [3, code, k])),
-                "images": [],
-            }
+        count = p[f"num_{split}_ids"] + (p["num_gallery_only_ids"] if split == "test" else 0)
+        first = len(identities)
+        for k in range(count):
+            identities.append(
+                {
+                    "split": split,
+                    "app": random_appearance(np.random.default_rng(p["key"] + [3, code, k])),
+                    "images": [],
+                    "image_set": set(),
+                    "queried": split == "test" and k < p["num_test_ids"],
+                    "group": None,
+                }
+            )
+        for g, group in enumerate(_groups(rng, list(range(first, first + count)))):
+            for i in group:
+                identities[i]["group"] = (code, g)
             order = rng.permutation(cams)
-            for t in range(int(rng.integers(p["appearances"][0], p["appearances"][1] + 1))):
-                free = [
-                    im
-                    for im in members
-                    if im["index"] not in ident["images"]
-                    and len(im["ids"]) < p["max_labeled_per_image"]
-                ]
-                pool = [im for im in free if im["cam"] == order[t % cams]] or free
-                if not pool:
-                    raise ValueError(
-                        f"Too few {split} images ({len(members)}) for {p[f'num_{split}_ids']} "
-                        f"identities x {p['appearances']} appearances with at most "
-                        f"{p['max_labeled_per_image']} labelled persons per image"
-                    )
-                loads = np.array([len(im["ids"]) for im in pool])
-                best = [im for im, load in zip(pool, loads) if load == loads.min()]
-                im = best[int(rng.integers(len(best)))]
-                im["ids"].append(len(identities))
-                ident["images"].append(im["index"])
-            identities.append(ident)
+            visits = int(rng.integers(p["appearances"][0], p["appearances"][1] + 1))
+            t = 0
+            for v in range(visits):
+                nframes = int(rng.integers(p["frames_per_visit"][0], p["frames_per_visit"][1] + 1))
+                for _f in range(nframes):
+                    present = [i for i in group if t < 2 or rng.random() < GROUP_PRESENCE]
+                    present = present or [group[int(rng.integers(len(group)))]]
+                    free = [
+                        im
+                        for im in members
+                        if not any(im["index"] in identities[i]["image_set"] for i in present)
+                        and len(im["ids"]) + len(present) <= max(cap, len(group))
+                    ]
+                    pool = [im for im in free if im["cam"] == order[v % cams]] or free
+                    if not pool:
+                        raise ValueError(
+                            f"Too few {split} images ({len(members)}) for {count} identities x "
+                            f"{p['appearances']} visits with at most {cap} labelled persons "
+                            "per image"
+                        )
+                    loads = np.array([len(im["ids"]) for im in pool])
+                    best = [im for im, load in zip(pool, loads) if load == loads.min()]
+                    im = best[int(rng.integers(len(best)))]
+                    im.setdefault("groups", []).append(present)
+                    for i in present:
+                        im["ids"].append(i)
+                        identities[i]["images"].append(im["index"])
+                        identities[i]["image_set"].add(im["index"])
+                    t += 1
+    lo, hi = p["unlabeled_per_image"]
     for im in images:
         persons, boxes = [], []
-        for i in im["ids"]:
-            box = _place(rng, boxes, size, True) or _place(rng, boxes, size, False)
-            if box is None:
-                raise RuntimeError(f"Could not place a person in a {size} image")
-            boxes.append(box)
-            persons.append({"id": i, "app": identities[i]["app"], "full": box})
-        for _ in range(
-            int(rng.integers(p["unlabeled_per_image"][0], p["unlabeled_per_image"][1] + 1))
-        ):
-            box = _place(rng, boxes, size, True)
-            if box is not None:
+        for present in im.get("groups", []):
+            found = _place_group(rng, boxes, size, len(present), 0.45)
+            found = found or _place_group(rng, boxes, size, len(present), 2.0)
+            if found is None:
+                raise RuntimeError(f"Could not place a group of {len(present)} in a {size} image")
+            for i, box in zip(present, found):
+                boxes.append(box)
+                persons.append({"id": i, "app": identities[i]["app"], "full": box})
+        crowd = int(rng.integers(lo, hi + 1))
+        limit = 0.6 if crowd > (lo + hi) / 2 else 0.45  # crowded scenes: heavier occlusion
+        left = crowd
+        while left > 0:
+            n = min(int(rng.choice(len(GROUP_SIZE_PROBS), p=GROUP_SIZE_PROBS)) + 1, left)
+            left -= n
+            found = _place_group(rng, boxes, size, n, limit)
+            for box in found or []:
                 boxes.append(box)
                 persons.append({"id": None, "app": random_appearance(rng), "full": box})
         im["persons"] = [persons[j] for j in rng.permutation(len(persons))]
         for q in im["persons"]:
             x1, y1, x2, y2 = q["full"]
             q["visible"] = (max(x1, 0), max(y1, 0), min(x2, size[1]), min(y2, size[0]))
+        im.pop("groups", None)
+    for ident in identities:
+        ident.pop("image_set")
     return images, identities
 
 
@@ -192,15 +268,17 @@ def generate_synthetic_scenes(
     *,
     seed: int = 0,
     fmt: str = "cuhk_sysu",
-    num_train_images: int = 200,
-    num_test_images: int = 120,
-    num_train_ids: int = 50,
-    num_test_ids: int = 30,
+    num_train_images: int = 400,
+    num_test_images: int = 600,
+    num_train_ids: int = 200,
+    num_test_ids: Optional[int] = None,
     num_cams: int = 6,
     image_size: Tuple[int, int] = (240, 320),
-    appearances: Tuple[int, int] = (2, 5),
-    max_labeled_per_image: int = 3,
-    unlabeled_per_image: Tuple[int, int] = (1, 3),
+    appearances: Tuple[int, int] = (2, 4),
+    max_labeled_per_image: int = 5,
+    unlabeled_per_image: Tuple[int, int] = (1, 6),
+    num_gallery_only_ids: Optional[int] = None,
+    frames_per_visit: Optional[Tuple[int, int]] = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> str:
@@ -212,13 +290,22 @@ def generate_synthetic_scenes(
         fmt: ``"cuhk_sysu"`` or ``"prw"`` (layouts in the module docstring).
         num_train_images, num_test_images: scene images per split (cuhk_sysu needs at least
             11 test images: the smallest protocol is TestG10).
-        num_train_ids, num_test_ids: labelled identities per split (disjoint).
+        num_train_ids, num_test_ids: labelled identities per split (disjoint); every test
+            identity is queried (cuhk_sysu: once; prw: once per camera it appears in).
+            ``num_test_ids`` None: 400 for cuhk_sysu, 250 for prw.
         num_cams: cameras (each a colour cast / illumination / resolution / blur / noise /
             background style); an identity's appearances are spread over different cameras.
         image_size: ``(height, width)`` of every image.
-        appearances: ``(min, max)`` images per labelled identity (min >= 2).
-        max_labeled_per_image: at most this many labelled persons per image.
-        unlabeled_per_image: ``(min, max)`` unlabelled persons per image (fewer when no room).
+        appearances: ``(min, max)`` visits of each walking group (min >= 2); a visit is
+            ``frames_per_visit`` images of one camera.
+        max_labeled_per_image: at most this many labelled persons per image (a larger group
+            still fits in one image).
+        unlabeled_per_image: ``(min, max)`` unlabelled persons per image (fewer when no room;
+            more than the midpoint: a crowded image, where persons may overlap more).
+        num_gallery_only_ids: extra labelled test identities that are never queried (PRW's
+            gallery holds such persons). None: 0 for cuhk_sysu, ``num_test_ids // 4`` for prw.
+        frames_per_visit: ``(min, max)`` consecutive images per camera visit. None: (1, 1)
+            for cuhk_sysu (photos), (1, 2) for prw (video frames).
         overwrite: replace existing data generated with other arguments.
         progress: show a tqdm bar.
 
@@ -228,6 +315,12 @@ def generate_synthetic_scenes(
         FileExistsError: the folder exists but was not written by this function.
     """
     out = synthetic_scenes_dir(root, fmt)
+    if num_test_ids is None:
+        num_test_ids = 250 if fmt == "prw" else 400
+    if num_gallery_only_ids is None:
+        num_gallery_only_ids = num_test_ids // 4 if fmt == "prw" else 0
+    if frames_per_visit is None:
+        frames_per_visit = (1, 2) if fmt == "prw" else (1, 1)
     params = {
         "fmt": fmt, "seed": int(seed), "num_train_images": int(num_train_images),
         "num_test_images": int(num_test_images), "num_train_ids": int(num_train_ids),
@@ -235,7 +328,11 @@ def generate_synthetic_scenes(
         "image_size": [int(v) for v in image_size], "appearances": [int(v) for v in appearances],
         "max_labeled_per_image": int(max_labeled_per_image),
         "unlabeled_per_image": [int(v) for v in unlabeled_per_image],
+        "num_gallery_only_ids": int(num_gallery_only_ids),
+        "frames_per_visit": [int(v) for v in frames_per_visit],
     }  # fmt: skip
+    if frames_per_visit[0] < 1 or frames_per_visit[1] < frames_per_visit[0]:
+        raise ValueError(f"frames_per_visit must be (min, max) with 1 <= min <= max, got {frames_per_visit}")
     if appearances[0] < 2 or appearances[1] < appearances[0]:
         raise ValueError(f"appearances must be (min, max) with 2 <= min <= max, got {appearances}")
     if min(image_size) < 32 or num_cams < 1 or max_labeled_per_image < 1:

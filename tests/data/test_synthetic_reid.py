@@ -17,8 +17,9 @@ from reid_plugins.data.datasets.market1501 import load_market_style
 from reid_plugins.utils.testing import load_tool
 
 DOMAINS = ("synA", "synB", "synC", "synD")
-SMALL = dict(num_train_ids=4, num_test_ids=12, images_per_id_per_cam=2, num_cams=3)
-TINY = dict(num_train_ids=2, num_test_ids=2, images_per_id_per_cam=2, num_cams=2)
+FEW = dict(num_distractors=5, num_junk=3)
+SMALL = dict(num_train_ids=4, num_test_ids=12, images_per_id_per_cam=2, num_cams=3, **FEW)
+TINY = dict(num_train_ids=2, num_test_ids=2, images_per_id_per_cam=2, num_cams=2, **FEW)
 MARKET_NAME = re.compile(r"^(\d{4}|-1)_c[1-3]s1_\d{6}_00\.jpg$")
 
 
@@ -144,7 +145,8 @@ def _torso_legs_colour(path):
 def test_identity_recognisable_by_handcrafted_colour(generated):
     """Rank-1 (Market protocol: same pid + same camera removed) far above chance (1/12).
 
-    At seed 0 the four domains give about 1.0 / 0.92 / 0.67 / 0.54."""
+    At seed 0 the four domains give about 0.88 / 0.88 / 0.67 / 0.25 (synD, MSMT17-like: dark
+    winter clothes and the widest spread of camera colour responses, is the hardest)."""
     _, paths = generated
     for d in DOMAINS:
         recs = load_market_style(paths[d], "test", dataset_name=d)
@@ -157,7 +159,7 @@ def test_identity_recognisable_by_handcrafted_colour(generated):
         for i, r in enumerate(q):
             valid = np.array([not (x["pid"] == r["pid"] and x["camid"] == r["camid"]) for x in g])
             hits.append(g[int(np.argmin(np.where(valid, dist[i], np.inf)))]["pid"] == r["pid"])
-        assert np.mean(hits) >= 0.4, (d, np.mean(hits))  # chance: 1/12
+        assert np.mean(hits) >= (0.2 if d == "synD" else 0.4), (d, np.mean(hits))  # chance 1/12
 
 
 def test_domains_differ_more_than_cameras(generated):
@@ -208,6 +210,8 @@ def test_cli_prints_statistics(tmp_path, capsys):
         "1",
         "--num-cams",
         "2",
+        "--num-distractors",
+        "5",
     ]
     assert tool.main(args) == 0
     out = capsys.readouterr().out
@@ -215,3 +219,46 @@ def test_cli_prints_statistics(tmp_path, capsys):
     assert "| train   | 2   | 4      | 2       |" in out
     assert "| query   | 3   | 3      |" in out  # one query per id (2 cams, one excluded)
     assert "(incl. 5 distractors)" in out
+
+
+def test_dataset_like_layout(tmp_path, monkeypatch):
+    """Default layout: the domains' camera counts, identity counts and images per identity
+    follow the real datasets (Market 6 cams / 17.2 images per id, Duke 8 / 23.5, CUHK03 2 /
+    9.6, MSMT17 15 -> 9 / 31.3); one query per identity and camera, each with a gallery match
+    in another camera."""
+    monkeypatch.setattr(syn, "BASE_TRAIN_IDS", 6)
+    monkeypatch.setattr(syn, "BASE_TEST_IDS", 5)
+    paths = syn.generate_synthetic_reid(str(tmp_path), num_distractors=2, num_junk=1, progress=False)
+    per_id, cams = {}, {}
+    for d in DOMAINS:
+        tr = load_market_style(paths[d], "train", dataset_name=d)
+        te = load_market_style(paths[d], "test", dataset_name=d)
+        cams[d] = len({r["camid"] for r in tr + te})
+        per_id[d] = len(tr) / len({r["pid"] for r in tr})
+        q = [r for r in te if r["is_query"]]
+        g = [r for r in te if not r["is_query"] and r["pid"] > 0]
+        for pid in {r["pid"] for r in q}:
+            q_cams = [r["camid"] for r in q if r["pid"] == pid]
+            assert len(q_cams) == len(set(q_cams)) >= 2  # one query per camera, >= 2 cameras
+            g_cams = {r["camid"] for r in g if r["pid"] == pid}
+            assert set(q_cams) <= g_cams  # every query has a cross-camera match
+        manifest = json.load(open(os.path.join(paths[d], "manifest.json")))
+        assert manifest["params"]["version"] == syn.GENERATOR_VERSION
+    assert cams == {"synA": 6, "synB": 8, "synC": 2, "synD": 9}
+    assert per_id["synC"] < per_id["synA"] < per_id["synB"] < per_id["synD"], per_id
+    assert len(load_market_style(paths["synD"], "train", dataset_name="d")) > 3 * len(
+        load_market_style(paths["synC"], "train", dataset_name="c")
+    )
+
+
+def test_clothing_priors_differ_by_season():
+    """Summer (Market-like synA) clothes are brighter and more often short-sleeved than winter
+    (Duke-like synB) clothes."""
+
+    def draw(clothing):
+        r = np.random.default_rng(0)
+        ids = [syn.sample_identity(r, clothing) for _ in range(300)]
+        return np.mean([np.mean(i["top"]) for i in ids]), np.mean([i["long_sleeves"] for i in ids])
+
+    (summer_v, summer_long), (winter_v, winter_long) = draw("summer"), draw("winter")
+    assert summer_v > winter_v + 30 and summer_long < 0.4 < 0.9 < winter_long

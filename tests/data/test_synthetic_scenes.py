@@ -168,3 +168,63 @@ def test_draw_person_identities_differ():
     assert 0.3 < mask_a.mean() < 0.95  # a figure, not a block
     both = mask_a & mask_b
     assert np.abs(img_a[both].astype(int) - img_b[both]).mean() > 10
+
+
+def _cooccurrence(records):
+    """{(pid_a, pid_b): [camid of each image holding both]} over labelled pids."""
+    pairs = defaultdict(list)
+    for r in records:
+        pids = sorted({int(p) for p in r["pids"] if p >= 0})
+        for i, a in enumerate(pids):
+            for b in pids[i + 1 :]:
+                pairs[(a, b)].append(r["camid"])
+    return pairs
+
+
+def test_groups_reappear_together_across_cameras(tmp_path):
+    """Walking groups (the context RCP uses): pairs of identities that share an image share
+    several, in different cameras; a query's image holds its group, whose members are seen
+    again with it in a gallery image."""
+    kw = dict(TINY, num_train_images=40, num_test_images=40, num_train_ids=16, num_test_ids=12)
+    kw["image_size"] = (96, 128)
+    out = generate_synthetic_scenes(str(tmp_path), fmt="prw", seed=0, **kw)
+    pairs = _cooccurrence(load_prw_train(out) + load_prw_gallery(out))
+    repeated = [cams for cams in pairs.values() if len(cams) >= 2]
+    assert len(repeated) >= 8, pairs
+    assert sum(len(set(cams)) >= 2 for cams in repeated) >= 0.5 * len(repeated)
+    # a random layout (no groups) would make repeated pairs rare: most pairs here repeat
+    assert len(repeated) >= 0.4 * len(pairs)
+    gallery = {r["image_id"]: r for r in load_prw_gallery(out)}
+    with_context = 0
+    for q in load_prw_query(out):
+        mates = {int(p) for p in q["pids"] if p >= 0} - {q["query_pid"]}
+        others = [
+            g
+            for g in gallery.values()
+            if g["image_id"] != q["image_id"] and q["query_pid"] in g["pids"]
+        ]
+        with_context += any(mates & {int(p) for p in g["pids"]} for g in others)
+    assert with_context >= 5
+
+
+def test_prw_gallery_has_labelled_persons_who_are_not_queries(tmp_path):
+    """Real PRW's gallery holds labelled persons who are never queried; several frames per
+    camera visit leave labelled gallery boxes of queried persons besides their query box (so
+    the teacher's crop gallery is not empty)."""
+    kw = dict(TINY, num_test_ids=3, num_gallery_only_ids=2, num_test_images=16)
+    out = generate_synthetic_scenes(str(tmp_path), fmt="prw", seed=0, **kw)
+    queries, gallery = load_prw_query(out), load_prw_gallery(out)
+    queried = {q["query_pid"] for q in queries}
+    labelled = {int(p) for r in gallery for p in r["pids"] if p >= 0}
+    assert len(queried) == 3 and len(labelled - queried) == 2
+    test_ids = scipy.io.loadmat(os.path.join(out, "ID_test.mat"))["ID_test"].ravel()
+    assert set(test_ids.astype(int)) == labelled
+    boxes = sum(int((r["pids"] >= 0).sum()) for r in gallery)
+    assert boxes > len(queries)
+
+
+def test_absent_persons_written_as_1x0_like_the_real_files(tmp_path):
+    out = generate_synthetic_scenes(str(tmp_path), fmt="cuhk_sysu", seed=0, **TINY)
+    mat = scipy.io.loadmat(os.path.join(out, "annotation", "test", "train_test", "TestG10.mat"))
+    shapes = {g["idlocate"][0, k].shape for g in mat["TestG10"]["Gallery"][0] for k in range(10)}
+    assert shapes == {(1, 4), (1, 0)}
