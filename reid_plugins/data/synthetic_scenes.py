@@ -118,7 +118,9 @@ def _place_group(
             boxes.append([x, f - ph, x + pw, f])
             x += pw * rng.uniform(0.75, 1.15)  # shoulder to shoulder, slight overlaps
         shift = rng.uniform(-0.05, 1.05) * w - x / 2
-        boxes = [tuple(int(round(v)) for v in (b[0] + shift, b[1], b[2] + shift, b[3])) for b in boxes]
+        boxes = [
+            tuple(int(round(v)) for v in (b[0] + shift, b[1], b[2] + shift, b[3])) for b in boxes
+        ]
         ok = True
         for box in boxes:
             vis = (min(box[2], w) - max(box[0], 0), min(box[3], h) - max(box[1], 0))
@@ -332,7 +334,9 @@ def generate_synthetic_scenes(
         "frames_per_visit": [int(v) for v in frames_per_visit],
     }  # fmt: skip
     if frames_per_visit[0] < 1 or frames_per_visit[1] < frames_per_visit[0]:
-        raise ValueError(f"frames_per_visit must be (min, max) with 1 <= min <= max, got {frames_per_visit}")
+        raise ValueError(
+            f"frames_per_visit must be (min, max) with 1 <= min <= max, got {frames_per_visit}"
+        )
     if appearances[0] < 2 or appearances[1] < appearances[0]:
         raise ValueError(f"appearances must be (min, max) with 2 <= min <= max, got {appearances}")
     if min(image_size) < 32 or num_cams < 1 or max_labeled_per_image < 1:

@@ -228,7 +228,9 @@ def test_dataset_like_layout(tmp_path, monkeypatch):
     in another camera."""
     monkeypatch.setattr(syn, "BASE_TRAIN_IDS", 6)
     monkeypatch.setattr(syn, "BASE_TEST_IDS", 5)
-    paths = syn.generate_synthetic_reid(str(tmp_path), num_distractors=2, num_junk=1, progress=False)
+    paths = syn.generate_synthetic_reid(
+        str(tmp_path), num_distractors=2, num_junk=1, progress=False
+    )
     per_id, cams = {}, {}
     for d in DOMAINS:
         tr = load_market_style(paths[d], "train", dataset_name=d)

@@ -228,3 +228,38 @@ def test_absent_persons_written_as_1x0_like_the_real_files(tmp_path):
     mat = scipy.io.loadmat(os.path.join(out, "annotation", "test", "train_test", "TestG10.mat"))
     shapes = {g["idlocate"][0, k].shape for g in mat["TestG10"]["Gallery"][0] for k in range(10)}
     assert shapes == {(1, 4), (1, 0)}
+
+
+@pytest.mark.parametrize("method", ["tdn", "oim"])
+def test_synthetic_prw_configs_read_what_the_generator_writes(tmp_path, monkeypatch, method):
+    """`generate_synthetic_scenes.py --format prw` and projects/*/synthetic_prw.yaml agree on
+    the root; the teacher's crop test set of synthetic PRW has gallery records (issue: it had
+    none, every labelled test box being a query)."""
+    from reid_plugins.config import add_all_configs, get_cfg
+    from reid_plugins.data.person_crops import build_person_crops
+    from reid_plugins.utils.testing import load_tool
+
+    root = str(tmp_path)
+    args = ["--root", root, "--format", "prw", "--num-train-images", "10", "--num-test-images"]
+    args += ["16", "--num-train-ids", "4", "--num-test-ids", "3", "--num-gallery-only-ids", "2"]
+    args += ["--num-cams", "3", "--image-size", "64,96"]
+    assert load_tool("generate_synthetic_scenes").main(args) == 0
+    monkeypatch.setenv("REID_DATASETS", root)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = get_cfg()
+    add_all_configs(cfg)
+    cfg.merge_from_file(os.path.join(repo, "projects", method, "synthetic_prw.yaml"))
+    assert list(cfg.DATASETS.TRAIN) == ["synthetic_prw_train"]
+    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
+        recs = DatasetCatalog.get(name)
+        assert recs and all(
+            r["file_name"].startswith(os.path.join(root, "synthetic_prw")) for r in recs
+        )
+    if method == "tdn":
+        teacher = get_cfg()
+        add_all_configs(teacher)
+        teacher.merge_from_file(os.path.join(repo, cfg.MODEL.TDN.TEACHER.CONFIG_FILE))
+        assert list(teacher.DATASETS.TRAIN) == ["synthetic_prw_crops_train"]
+        out = build_person_crops("synthetic_prw", root, size=(32, 16), progress=False)
+        gallery = os.listdir(os.path.join(out, "bounding_box_test"))
+        assert len(gallery) >= 2 and len(os.listdir(os.path.join(out, "query"))) >= 3
