@@ -35,7 +35,6 @@ Examples::
     python tools/run_benchmark.py --rows m3l m3l_baseline --seeds 0 1 2 --targets synA
 """
 
-from __future__ import annotations
 
 import argparse
 import csv

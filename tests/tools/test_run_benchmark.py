@@ -1,0 +1,117 @@
+"""tools/run_benchmark.py: the statistics against hand computations, the row / schedule
+plumbing, and one tiny end-to-end run whose outputs must be written and well-formed."""
+
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from reid_plugins.utils.testing import load_tool
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load_tool("run_benchmark")
+
+
+def test_t_interval_hand_computed(bench):
+    # diffs 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3)
+    mean, low, high = bench.t_interval([1.0, 2.0, 3.0])
+    half = 4.302653 / math.sqrt(3)
+    assert mean == pytest.approx(2.0)
+    assert (low, high) == pytest.approx((2.0 - half, 2.0 + half), abs=1e-5)
+    # five seeds: t(0.975, 4) = 2.776445
+    d = [0.5, 1.5, 1.0, 2.0, 0.0]
+    m, lo, hi = bench.t_interval(d)
+    assert hi - m == pytest.approx(2.776445 * np.std(d, ddof=1) / math.sqrt(5), abs=1e-5)
+    assert all(math.isnan(v) for v in bench.t_interval([1.0])[1:])
+
+
+def test_verdict_sides(bench):
+    assert bench.verdict(0.2, 3.0, 1) == "reproduced"
+    assert bench.verdict(-3.0, -0.2, 1) == "opposite"
+    assert bench.verdict(-1.0, 2.0, 1) == "inconclusive"
+    assert bench.verdict(-3.0, -0.2, -1) == "reproduced"  # a claimed decrease
+    assert bench.verdict(float("nan"), float("nan"), 1).startswith("inconclusive")
+
+
+def test_bootstrap_se_matches_the_analytic_standard_error(bench):
+    """For the mean of n values the bootstrap SE approaches sd * sqrt((n - 1) / n) / sqrt(n)."""
+    v = np.random.default_rng(1).uniform(0, 100, 400)
+    expected = v.std(ddof=0) / math.sqrt(v.size)
+    assert bench.bootstrap_se(v, num=4000) == pytest.approx(expected, rel=0.06)
+    assert math.isnan(bench.bootstrap_se([5.0]))
+    assert bench.bootstrap_se([7.0] * 10) == 0.0
+
+
+def test_schedule_scaling_and_row_selection(bench):
+    opts = dict(zip(*[iter(bench.schedule_opts("projects/tdn/synthetic.yaml", 0.5, None))] * 2))
+    # synthetic.yaml: 400 iterations, steps 250/300, warm-up 20, 10 iterations per "epoch"
+    assert opts["SOLVER.MAX_ITER"] == "200" and json.loads(opts["SOLVER.STEPS"]) == [125, 150]
+    assert opts["SOLVER.WARMUP_ITERS"] == "10" and opts["SOLVER.ITERS_PER_EPOCH"] == "5"
+    short = dict(zip(*[iter(bench.schedule_opts("projects/gmn/synthetic.yaml", 1.0, 20))] * 2))
+    assert short["SOLVER.MAX_ITER"] == "20" and json.loads(short["SOLVER.STEPS"]) == [15]
+    assert short["MODEL.GMN.DP.WARMUP_ITERS"] == "5"
+    rows = bench.select_rows(["tdn_rcp"])  # an eval-only row brings the row it evaluates
+    assert [r.key for r in rows] == ["tdn", "tdn_rcp"]
+    assert {r.key for r in bench.select_rows(["dg"])} == {
+        r.key for r in bench.ROWS if r.group == "dg"
+    }
+    with pytest.raises(SystemExit, match="unknown"):
+        bench.select_rows(["nope"])
+    assert bench.missing_keys("projects/m3l/synthetic_m3l.yaml", ["MODEL.M3L.NOPE", "1"]) == [
+        "MODEL.M3L.NOPE"
+    ]
+
+
+def test_summary_pairs_seeds_and_averages_targets(bench):
+    rows = {r.key: r for r in bench.ROWS}
+
+    def job(row, target, seed, mAP):
+        j = bench.Job(f"{row}/{target}/seed{seed}", rows[row], target, seed, "", [])
+        j.status, j.result = "done", {"mAP": mAP, "rank1": mAP, "se_mAP": 0.5, "num_queries": 9}
+        return j
+
+    jobs = [
+        job("m3l", "synA", 0, 30.0), job("m3l", "synA", 1, 34.0),
+        job("m3l", "synB", 0, 20.0), job("m3l", "synB", 1, 22.0),
+        job("m3l_baseline", "synA", 0, 28.0), job("m3l_baseline", "synA", 1, 31.0),
+        job("m3l_baseline", "synB", 0, 21.0), job("m3l_baseline", "synB", 1, 20.0),
+    ]  # fmt: skip
+    s = bench.summarise(jobs, [rows["m3l"], rows["m3l_baseline"]], {})
+    mean_row = next(e for e in s["table"] if e["row"] == "m3l" and e["target"] == "mean")
+    assert mean_row["mAP"] == pytest.approx(26.5)  # seeds: 25, 28
+    assert mean_row["mAP_std"] == pytest.approx(np.std([25.0, 28.0], ddof=1))
+    claim = next(
+        c for c in s["claims"] if c["row"] == "m3l" and c["reference"] == "m3l_baseline"
+        and c["target"] == "mean"
+    )  # fmt: skip
+    # per-seed means over targets: m3l 25 / 28, baseline 24.5 / 25.5 -> diffs 0.5, 2.5
+    assert claim["diffs"] == pytest.approx([0.5, 2.5]) and claim["diff"] == pytest.approx(1.5)
+    assert claim["verdict"] == "inconclusive"
+
+
+def test_quick_subset_end_to_end(bench, tmp_path):
+    """One row, one seed, three iterations on tiny data: the table, CSV, JSON and plot are
+    written and agree with each other."""
+    out = tmp_path / "bench"
+    argv = ["--rows", "dg_baseline", "--seeds", "0", "--targets", "synD", "--max-iter", "3"]
+    argv += ["--data", "tiny", "--out", str(out), "--data-root", str(tmp_path / "data")]
+    assert bench.main(argv + ["--jobs", "1"]) == 0
+    md = (out / "benchmark.md").read_text()
+    assert "| DG baseline (memory + triplet) (`dg_baseline`) | synD | 1 |" in md
+    with open(out / "runs.csv") as f:
+        (run,) = list(csv.DictReader(f))
+    assert run["status"] == "done" and 0.0 <= float(run["mAP"]) <= 100.0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["threads"] == 1 and summary["meta"]["max_iter"] == 3
+    (entry,) = summary["table"]
+    assert entry["mAP"] == pytest.approx(float(run["mAP"])) and entry["num_queries"] > 0
+    assert summary["runs"][0]["result"]["mean_query_ap"] == pytest.approx(entry["mAP"], abs=1e-6)
+    assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second call reuses the finished run
+    assert bench.main(argv) == 0
+    assert os.path.getsize(out / "runs.csv") > 0
