@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -41,17 +42,47 @@ VARIANTS = {
 }
 
 
+_ITER = re.compile(r"(?:eta: (?P<eta>\S+)\s+)?iter: (?P<it>\d+)/(?P<max>\d+)")
+
+
 def _log(msg: str) -> None:
     print(f"[run_tdn_pipeline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def train_net(args: List[str], env: Dict[str, str], log_file: str) -> None:
-    """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``); raise on failure."""
+def _progress(line: str, stage: str) -> Optional[str]:
+    """A console progress line for a ``train_net`` log line (training iterations with ETA,
+    evaluation), or None."""
+    m = _ITER.search(line)
+    if m:
+        eta = f", ETA {m.group('eta')}" if m.group("eta") else ""
+        return f"    {stage}: iter {m.group('it')}/{m.group('max')}{eta}"
+    if "Start inference" in line or "Inference done" in line or "Person search (" in line:
+        return f"    {stage}: {line.split(']:', 1)[-1].strip()[:110]}"
+    return None
+
+
+def train_net(args: List[str], env: Dict[str, str], log_file: str, stage: str = "") -> None:
+    """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``), echoing per-stage
+    progress (iterations, ETA, evaluation) on the console; raise on failure."""
     cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py")] + args
     _log(" ".join(cmd[1:]))
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    stage = stage or os.path.basename(os.path.dirname(log_file))
     with open(log_file, "w") as f:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+        with open(log_file) as reader:
+            buf = ""
+            while True:
+                done = proc.poll() is not None
+                buf += reader.read()
+                *lines, buf = buf.split("\n")
+                for line in lines:
+                    msg = _progress(line, stage)
+                    if msg:
+                        print(msg, flush=True)
+                if done:
+                    break
+                time.sleep(1.0)
     if proc.returncode != 0:
         with open(log_file) as f:
             tail = "".join(f.readlines()[-30:])
@@ -116,6 +147,36 @@ def run_tdn(
         )  # fmt: skip
         results["rcp"] = read_results(rcp_dir)
     return results
+
+
+#: Results of this pipeline's default run over seeds (mean, std; percent), measured with
+#: ``tools/run_benchmark.py --rows tdn_rcp --scale 1`` (same data and schedule; see
+#: README "Results on the built-in synthetic benchmark"). Empty: not measured yet.
+EXPECTED_BAND: Dict[str, object] = {}
+
+
+def expected_band_lines(teacher: Dict, runs: Dict, config: str, opts: List[str]) -> List[str]:
+    """Lines comparing this run with :data:`EXPECTED_BAND` (mean +- 2 std over seeds)."""
+    if not EXPECTED_BAND:
+        return ["expected band: not measured yet (see README)"]
+    if config != "projects/tdn/synthetic.yaml" or opts:
+        return ["expected band: only for the default config without overrides"]
+    got = {
+        "teacher mAP": teacher.get("mAP"),
+        "TDN mAP": runs["tdn"]["no_rcp"].get("search", {}).get("mAP"),
+        "TDN+RCP mAP": runs["tdn"].get("rcp", {}).get("search", {}).get("mAP"),
+    }
+    b = EXPECTED_BAND
+    out = [f"expected band (mean +- 2 std over {b['seeds']} seeds, {b['threads']}):"]
+    for k, (mean, std) in b["metrics"].items():
+        v = got.get(k)
+        lo, hi = mean - 2 * std, mean + 2 * std
+        where = "" if v is None else (" inside" if lo <= v <= hi else " OUTSIDE")
+        vs = "-" if v is None else f"{v:.1f}"
+        out.append(
+            f"  {k:<12} {mean:5.1f} +- {std:4.1f}  [{lo:.1f}, {hi:.1f}]  this run {vs}{where}"
+        )
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
@@ -236,6 +297,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             f"{b.get('mAP', float('nan')):8.2f} {b.get('top-1', float('nan')):10.2f} {det:7.2f}"
         )
     lines.append("times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    lines += expected_band_lines(reid, runs, args.config, args.opts)
     print("\n".join(lines), flush=True)
     summary = {"teacher": teacher_res, "runs": runs, "times_s": times}
     with open(os.path.join(out, "summary.json"), "w") as f:

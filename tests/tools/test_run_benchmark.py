@@ -115,3 +115,27 @@ def test_quick_subset_end_to_end(bench, tmp_path):
     # a second call reuses the finished run
     assert bench.main(argv) == 0
     assert os.path.getsize(out / "runs.csv") > 0
+
+
+def test_tdn_pipeline_progress_and_band_lines():
+    """run_tdn_pipeline echoes training iterations with ETA per stage, and compares its result
+    with the measured band."""
+    pipe = load_tool("run_tdn_pipeline")
+    line = (
+        "[12/06 16:32:14 reid_plugins.train]: eta: 0:01:03  iter: 20/400  loss_oim: 1.1  "
+        "time: 0.18  lr: 1.000e-03"
+    )
+    assert pipe._progress(line, "tdn") == "    tdn: iter 20/400, ETA 0:01:03"
+    assert pipe._progress("[12/06 16:32:14 x]: iter: 400/400  loss: 1", "t") == "    t: iter 400/400"
+    assert pipe._progress("[12/06 16:32:14 x]: Statistics of 'a'", "t") is None
+    band = dict(seeds=3, threads="OMP_NUM_THREADS=1", metrics={"TDN mAP": (50.0, 2.0)})
+    runs = {"tdn": {"no_rcp": {"search": {"mAP": 55.0}}, "rcp": {}}}
+    old = dict(pipe.EXPECTED_BAND)
+    try:
+        pipe.EXPECTED_BAND.clear()
+        pipe.EXPECTED_BAND.update(band)
+        lines = pipe.expected_band_lines({}, runs, "projects/tdn/synthetic.yaml", [])
+    finally:
+        pipe.EXPECTED_BAND.clear()
+        pipe.EXPECTED_BAND.update(old)
+    assert "3 seeds" in lines[0] and "[46.0, 54.0]" in lines[1] and "55.0 OUTSIDE" in lines[1]
