@@ -137,7 +137,7 @@ DATA = {
                        num_test_ids=4, num_cams=2, image_size=(96, 128)),
     },
 }  # fmt: skip
-QUICK = dict(seeds=[0], targets=["synD"], scale=0.25)
+QUICK = dict(seeds=[0], targets=["synA"], scale=0.25)
 FULL = dict(seeds=[0, 1, 2, 3, 4], targets=list(DOMAINS), scale=0.5)
 
 
@@ -685,7 +685,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="1 seed, target synD, schedule x0.25 (< 10 min on 2 cores)",
+        help="1 seed, target synA, schedule x0.25 (< 10 min on 2 cores)",
     )
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (full: 0-4)")
     p.add_argument("--rows", nargs="+", help="row keys or groups (dg, search); default: all")

@@ -30,7 +30,7 @@ file names ``PPPP_cCs1_FFFFFF_00.jpg`` so the real Market loader reads them (reg
   Other domain names get a style drawn from the seed.
 * Test split (dataset-like layout): one query per test identity and camera it appears in
   (the Market-1501 protocol: 3,368 queries for 750 test ids), so with the default
-  :data:`BASE_TEST_IDS` every domain has 400-2,000 queries and the bootstrap standard error
+  :data:`BASE_TEST_IDS` every domain has 700-1,100 queries and the bootstrap standard error
   of mAP over queries is below one point; the rest is the gallery, plus ``num_distractors``
   pid-0 images (background with an off-centre or tiny person) and ``num_junk`` pid -1
   images (crops with little person). Explicit ``num_cams`` / ``images_per_id_per_cam`` give
@@ -79,7 +79,7 @@ __all__ = [
     "generate_synthetic_reid",
 ]
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Identities of a domain with ``ids_factor`` 1 (train / test) in the dataset-like layout.
 BASE_TRAIN_IDS = 100
 BASE_TEST_IDS = 200
