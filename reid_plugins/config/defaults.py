@@ -249,6 +249,12 @@ _C.TEST.SEARCH.GALLERY_CURVE = [50, 100, 500, 1000, 2000, 4000]
 _C.TEST.SEARCH.CROSS_CAMERA = False
 # IoU of the detection-quality recall/AP (one-to-one matching).
 _C.TEST.SEARCH.DETECTION_IOU = 0.5
+# Detection recall/AP are reported at these score thresholds and at DET_THRESH
+# (0.01: the threshold of the OIM/SeqNet reference evaluation).
+_C.TEST.SEARCH.DETECTION_THRESHOLDS = [0.01]
+# Detection matching: "standard" (OIM/SeqNet reference rule: a detection is a TP iff it and
+# its best-IoU gt box are each other's best match) or "greedy" (by decreasing score).
+_C.TEST.SEARCH.DETECTION_MATCHING = "standard"
 # Ranking with Context Persons (TDN Eq. 6-8): threshold B and weight LAMBDA.
 _C.TEST.SEARCH.RCP = CN()
 _C.TEST.SEARCH.RCP.ENABLED = False
