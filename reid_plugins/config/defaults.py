@@ -219,6 +219,9 @@ _C.TEST.RERANK.ENABLED = False
 _C.TEST.RERANK.K1 = 20
 _C.TEST.RERANK.K2 = 6
 _C.TEST.RERANK.LAMBDA = 0.3
+# "authors": the authors' released re_ranking code (behind published "+re-ranking" numbers;
+# K2 = 1 disables query expansion); "paper": the paper's equations (K2 = 0 disables it).
+_C.TEST.RERANK.VARIANT = "authors"
 # Gallery samples per query written to the ReID evaluator's JSON ranking dump
 # (reid_topk_<dataset>.json, only when the evaluator is given an output_dir).
 _C.TEST.TOPK_DUMP = 10
