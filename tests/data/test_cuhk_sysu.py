@@ -17,6 +17,7 @@ from reid_plugins.data.datasets.cuhk_sysu import (
     load_cuhk_sysu_protocol,
     load_cuhk_sysu_query,
     load_cuhk_sysu_train,
+    protocol_cache_path,
     scene_statistics,
 )
 
@@ -278,3 +279,48 @@ def test_registered_lazily_with_metadata(tmp_path, monkeypatch):
     meta = MetadataCatalog.get("cuhk_sysu_query")
     assert meta.gallery_sizes == [3, 5] and meta.num_queries == len(queries) == 2
     assert len(meta.load_protocol(-1)[0]["gallery_image_ids"]) == 3
+
+
+def test_parsed_protocol_cache(cuhk, monkeypatch):
+    import reid_plugins.data.datasets.cuhk_sysu as mod
+
+    mat = os.path.join(cuhk, "annotation", "test", "train_test", "TestG3.mat")
+    cache = protocol_cache_path(cuhk, 3)
+    assert os.path.dirname(cache) == os.path.dirname(mat) and not os.path.exists(cache)
+    first = load_cuhk_sysu_protocol(cuhk, 3)
+    assert os.path.exists(cache)
+    calls = []
+    parse = mod._parse_testg
+    monkeypatch.setattr(mod, "_parse_testg", lambda *a: calls.append(a) or parse(*a))
+    again = load_cuhk_sysu_protocol(cuhk, 3)  # from the cache: no parsing
+    assert calls == []
+    for a, b in zip(first, again):
+        assert a["query_image_id"] == b["query_image_id"] and a["query_pid"] == b["query_pid"]
+        np.testing.assert_array_equal(a["query_box"], b["query_box"])
+        assert list(a["gallery_image_ids"]) == list(b["gallery_image_ids"])
+        assert a["gallery_gt"].keys() == b["gallery_gt"].keys()
+        for k in a["gallery_gt"]:
+            np.testing.assert_array_equal(a["gallery_gt"][k], b["gallery_gt"][k])
+    # a changed .mat (new modification time) is parsed again and the cache rewritten
+    st = os.stat(mat)
+    os.utime(mat, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    load_cuhk_sysu_protocol(cuhk, 3)
+    assert len(calls) == 1
+    load_cuhk_sysu_protocol(cuhk, 3)
+    assert len(calls) == 1
+    # a corrupt cache is ignored (and replaced)
+    with open(cache, "wb") as f:
+        f.write(b"not an npz")
+    assert len(load_cuhk_sysu_protocol(cuhk, 3)) == len(first) and len(calls) == 2
+    # a folder that cannot be written (read-only dataset): no cache, no error, no leftovers
+    import reid_plugins.data.datasets.scene_common as common
+
+    os.remove(cache)
+
+    def refuse(path, **arrays):
+        open(path, "wb").close()  # a partial file, then the failure
+        raise PermissionError(13, "Read-only file system", path)
+
+    monkeypatch.setattr(common.np, "savez", refuse)
+    assert len(load_cuhk_sysu_protocol(cuhk, 3)) == len(first)
+    assert not [n for n in os.listdir(os.path.dirname(cache)) if n.startswith(".TestG3")]

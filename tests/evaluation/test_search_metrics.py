@@ -357,11 +357,20 @@ def random_scene(rng, n_img=30, d=16):
     return gallery, truth
 
 
-@pytest.mark.parametrize("n_gal", [5, 30])  # sparse (gather) and dense (matmul) paths
+@pytest.mark.parametrize("n_gal", [5, 30])  # sparse (by image / gather) and dense paths
 @pytest.mark.parametrize("with_rcp", [False, True])
-def test_vectorised_search_equals_naive_reference(n_gal, with_rcp):
+@pytest.mark.parametrize("unit", [False, True])  # features normalised by the caller or not
+def test_vectorised_search_equals_naive_reference(n_gal, with_rcp, unit):
     rng = np.random.default_rng(n_gal + 7 * with_rcp)
     gallery, truth = random_scene(rng)
+    if unit:
+        gallery = {
+            k: (d, f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
+            for k, (d, f) in gallery.items()
+        }
+        assert SearchGallery(gallery, 0.5).inv_norm is None
+    else:
+        assert SearchGallery(gallery, 0.5).inv_norm is not None
     names = list(gallery)
     nq = 12
     qimgs = [names[int(i)] for i in rng.integers(0, len(names), nq)]

@@ -5,6 +5,8 @@
   MATLAB v5 files read with :func:`scipy.io.loadmat` (``squeeze_me=False``); the helpers
   accept any nesting, so squeezed / transposed variants of the same files load too.
 * :func:`read_image_sizes`: image sizes from the image headers, cached in a json file.
+* :func:`cached_arrays`: arrays parsed from a file, cached in an ``.npz`` next to it and
+  re-parsed when the file's size or modification time changes.
 * :func:`scene_statistics` / :func:`format_scene_statistics`: counts of a split.
 * :func:`register_scene_splits`: lazy :data:`DatasetCatalog` entries of the
   ``<prefix>_{train,gallery,query}`` splits with their :data:`MetadataCatalog` fields;
@@ -39,6 +41,7 @@ __all__ = [
     "mat_string",
     "mat_vector",
     "read_image_sizes",
+    "cached_arrays",
     "scene_statistics",
     "format_scene_statistics",
     "register_scene_splits",
@@ -177,6 +180,54 @@ def mat_vector(x: Any) -> np.ndarray:
             break
         x = x.ravel()[0]
     return np.asarray(x, dtype=np.float64).ravel()
+
+
+# --------------------------------------------------------------------------------------- #
+# Parsed-file cache
+# --------------------------------------------------------------------------------------- #
+_CACHE_FORMAT = 1
+
+
+def _file_stamp(path: str) -> np.ndarray:
+    st = os.stat(path)
+    return np.array([_CACHE_FORMAT, st.st_size, st.st_mtime_ns], dtype=np.int64)
+
+
+def cached_arrays(
+    source: str, cache_file: str, parse: Callable[[], Dict[str, np.ndarray]]
+) -> Dict[str, np.ndarray]:
+    """``parse()`` (a dict of numpy arrays, no objects) cached in ``cache_file`` (``.npz``).
+
+    The cache is used while ``source`` keeps the size and modification time it had when the
+    cache was written; else ``parse()`` runs again and the cache is rewritten atomically
+    (temporary file + rename). An unreadable cache is ignored and a read-only folder only
+    disables caching (both silently, at debug level).
+
+    Raises:
+        FileNotFoundError: ``source`` is missing.
+    """
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"File not found: {source}")
+    stamp = _file_stamp(source)
+    if os.path.isfile(cache_file):
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                if np.array_equal(z["__stamp__"], stamp):
+                    return {k: z[k] for k in z.files if k != "__stamp__"}
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            logger.debug("Ignoring unreadable cache %s: %s", cache_file, e)
+    arrays = parse()
+    tmp = f"{cache_file}.tmp{os.getpid()}.npz"
+    try:
+        np.savez(tmp, __stamp__=stamp, **arrays)
+        os.replace(tmp, cache_file)
+    except OSError as e:
+        logger.debug("Cannot write cache %s: %s", cache_file, e)
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+    return arrays
 
 
 # --------------------------------------------------------------------------------------- #
