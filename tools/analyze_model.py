@@ -300,6 +300,7 @@ def format_report(tdn: Dict[str, Dict], oim: Dict[str, Dict], image_hw, num_rois
 def build_for_analysis(config_file: str, opts: Sequence[str] = ()) -> nn.Module:
     """Build the model of ``config_file`` on CPU for counting: no ImageNet weights, no teacher
     (training only), no training data (classifier / OIM table sizes set to 1 when inferred)."""
+    import reid_plugins.methods  # noqa: F401  (registers the methods)
     from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.modeling import build_model
 

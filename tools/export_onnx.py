@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.checkpoint import Checkpointer  # noqa: E402
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
 from reid_plugins.export import build_export_wrapper, export_onnx, verify_onnx  # noqa: E402

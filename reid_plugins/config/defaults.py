@@ -1,7 +1,7 @@
 """Documented default configuration shared by every method.
 
 Method-specific options live in their own subtree and are added by
-``add_<method>_config(cfg)`` (e.g. :func:`reid_plugins.config.add_m3l_config`).
+``add_<method>_config(cfg)`` (e.g. :func:`reid_plugins.methods.m3l.config.add_m3l_config`).
 Keys are detectron2's where detectron2 has one.
 """
 

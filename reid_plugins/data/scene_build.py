@@ -231,6 +231,8 @@ class SceneTrainLoader:
     Attributes:
         records: the training records (pids offset per set).
         num_pids: labelled identities (OIM lookup-table size).
+        num_pids_per_domain: ``[num_pids]`` (pids are offset per training set, so one count
+            covers them all); what the trainer passes to ``build_model``.
         batch_size: images per batch in this process.
         batch_sampler: the :class:`SceneTrainBatchSampler`.
     """
@@ -248,6 +250,7 @@ class SceneTrainLoader:
     ) -> None:
         self.records = list(records)
         self.num_pids = num_scene_train_pids(self.records)
+        self.num_pids_per_domain = [self.num_pids]
         self.seed = int(seed)
         self.num_workers = int(num_workers)
         self.batch_sampler = SceneTrainBatchSampler(

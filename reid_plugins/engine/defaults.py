@@ -155,9 +155,10 @@ class DefaultTrainer(TrainerBase):
         if not log.isEnabledFor(logging.INFO):
             setup_logger()
         self.cfg = cfg
-        model = self.build_model(cfg)
-        self.optimizer = optimizer = self.build_optimizer(cfg, model)
+        # data first, then the model with what the data says (identities per training set)
         data_loader = self.build_train_loader(cfg)
+        model = self.build_model(cfg, getattr(data_loader, "num_pids_per_domain", None))
+        self.optimizer = optimizer = self.build_optimizer(cfg, model)
         self.model_without_ddp = model
         model = create_ddp_model(
             model, broadcast_buffers=False, find_unused_parameters=self.find_unused_parameters(cfg)
@@ -173,9 +174,13 @@ class DefaultTrainer(TrainerBase):
 
     # ------------------------------------------------------------------ building blocks
     @classmethod
-    def build_model(cls, cfg) -> torch.nn.Module:
-        """``build_model(cfg)``; logs the model."""
-        model = build_model(cfg)
+    def build_model(cls, cfg, num_pids_per_domain: Optional[List[int]] = None) -> torch.nn.Module:
+        """``build_model(cfg, num_pids_per_domain)``; logs the model.
+
+        In training ``num_pids_per_domain`` is the training loader's attribute of that name
+        (identities of each ``DATASETS.TRAIN`` set); without it (``--eval-only``, a loader
+        that does not say) the model is built for inference."""
+        model = build_model(cfg, num_pids_per_domain)
         logger.info("Model:\n%s", model)
         return model
 

@@ -540,10 +540,6 @@ class PersonSearchEvaluator(DatasetEvaluator):
         logger.info("Per-query person-search results written to %s", path)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def run_person_search_inference(model: nn.Module, gallery_loader, query_loader, evaluator) -> Dict:
     """Gallery pass (``model(inputs)``), query pass (``model.extract_query(inputs)``, or
     ``model(inputs)`` if the model has none), then ``evaluator.evaluate()``.
@@ -551,7 +547,7 @@ def run_person_search_inference(model: nn.Module, gallery_loader, query_loader, 
     Eval mode and ``torch.no_grad()`` for both passes; the model's mode is restored.
     """
     evaluator.reset()
-    extract = getattr(_unwrap(model), "extract_query", None) or model
+    extract = getattr(comm.unwrap_model(model), "extract_query", None) or model
     show = comm.is_main_process()
     with inference_context(model), torch.no_grad():
         for inputs in tqdm(gallery_loader, desc="search gallery", disable=not show, leave=False):

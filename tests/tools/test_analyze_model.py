@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
