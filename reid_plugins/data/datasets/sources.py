@@ -71,25 +71,13 @@ def _cuhk03_old(name: str) -> List[Requirement]:
 
 def _cuhk03_np(name: str) -> List[Requirement]:
     subset = "labeled" if "_labeled_" in name else "detected"
-    return [
-        (
-            (
-                f"cuhk03/cuhk03-np/{subset}/bounding_box_train/",
-                f"cuhk03-np/{subset}/bounding_box_train/",
-                f"cuhk03/cuhk03_new_protocol_config_{subset}.mat",
-            ),
-            f"CUHK03-NP {subset}: Market-style folders or the new-protocol config",
-        ),
-        (
-            (
-                f"cuhk03/cuhk03-np/{subset}/bounding_box_train/",
-                f"cuhk03-np/{subset}/bounding_box_train/",
-                "cuhk03/cuhk03_release/cuhk-03.mat",
-                f"cuhk03/images_extracted/.{subset}_done",
-            ),
-            "the CUHK03 images (cuhk-03.mat) that the .mat config refers to",
-        ),
-    ]
+    # with the .mat config the loader also needs cuhk-03.mat (it names it when missing)
+    alts = (
+        f"cuhk03/cuhk03-np/{subset}/bounding_box_train/",
+        f"cuhk03-np/{subset}/bounding_box_train/",
+        f"cuhk03/cuhk03_new_protocol_config_{subset}.mat",
+    )
+    return [(alts, f"CUHK03-NP {subset}: Market-style folders or the new-protocol config")]
 
 
 def _msmt17(name: str) -> List[Requirement]:
@@ -276,13 +264,23 @@ def _exists(root: str, rel: str) -> bool:
 
 
 def missing_requirements(name: str, root: str) -> List[Tuple[str, str]]:
-    """``[(expected absolute path, description), ...]`` of the unmet requirements of
-    ``name`` under the datasets root ``root`` (the first alternative is named)."""
+    """``[(expected absolute path(s), description), ...]`` of the unmet requirements of
+    ``name`` under the datasets root ``root`` (alternatives joined by ``" or "``; markers of
+    derived caches are not named)."""
     source = dataset_source(name)
     if source is None:
         return []
     out = []
     for alts, what in source.requirements(name):
         if not any(_exists(root, a) for a in alts):
-            out.append((os.path.abspath(os.path.join(root, alts[0])), what))
+            shown = [a for a in alts if not _is_cache(a)] or list(alts)
+            paths = [os.path.abspath(os.path.join(root, a)) for a in shown]
+            out.append((" or ".join(paths), what))
     return out
+
+
+def _is_cache(rel: str) -> bool:
+    """Markers of data derived on first use (extracted images, crops): they satisfy a
+    requirement but are not what a user downloads."""
+    base = os.path.basename(rel)
+    return base.startswith(".") or base == "manifest.json"
