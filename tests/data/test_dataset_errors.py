@@ -175,3 +175,14 @@ def test_missing_requirements_lists_every_missing_path(root):
     )
     os.makedirs(root / "cuhk03-np" / "labeled" / "bounding_box_train")
     assert missing_requirements("cuhk03_np_labeled_train", str(root)) == []
+
+
+def test_readme_has_a_section_for_every_dataset_family():
+    """Each error and check_dataset output names a datasets/README.md section: it exists."""
+    import re
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(repo, "datasets", "README.md")) as f:
+        headings = re.findall(r"^#+ (.*)$", f.read(), flags=re.M)
+    for source in SOURCES:
+        assert any(source.title in h for h in headings), source.title
