@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import Checkpointer
 from ..modeling import build_model
+from ..modeling.backbone.build import check_pretrained_backbone
 from ..solver import build_grad_clipper, build_lr_scheduler, build_optimizer
 from ..utils import comm
 from ..utils.env import collect_env_info, seed_all_rng, set_deterministic
@@ -159,6 +160,7 @@ class DefaultTrainer(TrainerBase):
         data_loader = self.build_train_loader(cfg)
         model = self.build_model(cfg, getattr(data_loader, "num_pids_per_domain", None))
         self.optimizer = optimizer = self.build_optimizer(cfg, model)
+        check_pretrained_backbone(cfg, model)  # after the data: a missing dataset is named first
         self.model_without_ddp = model
         model = create_ddp_model(
             model, broadcast_buffers=False, find_unused_parameters=self.find_unused_parameters(cfg)
