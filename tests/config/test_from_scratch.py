@@ -14,7 +14,7 @@ from reid_plugins.config import ConfigError, add_all_configs, get_cfg
 from reid_plugins.modeling import META_ARCH_REGISTRY
 from reid_plugins.modeling.backbone import build_backbone
 from reid_plugins.modeling.backbone.build import check_pretrained_backbone
-from reid_plugins.utils.testing import ToyClassifier, ToyTrainer, toy_trainer_cfg
+from tests._testing import ToyClassifier, ToyTrainer, toy_trainer_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "projects", "**", "*.yaml"), recursive=True))

@@ -123,5 +123,5 @@ def test_the_synthetic_configs_cover_every_registered_meta_architecture():
     builtin = {
         name for name, obj in META_ARCH_REGISTRY if obj.__module__.startswith("reid_plugins.")
     }
-    builtin.discard("ToyClassifier")  # reid_plugins.utils.testing
+    builtin.discard("ToyClassifier")  # tests._testing
     assert builtin <= set(SYNTHETIC.values())

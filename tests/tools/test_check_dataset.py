@@ -9,7 +9,7 @@ import scipy.io
 from PIL import Image
 
 from reid_plugins.data.datasets.errors import MissingDatasetFileError
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

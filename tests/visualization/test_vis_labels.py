@@ -8,8 +8,9 @@ import pytest
 from reid_plugins.data.datasets.common import parse_market_name
 from reid_plugins.data.datasets.msmt17 import _camid as msmt17_camid
 from reid_plugins.data.datasets.prw import prw_camid
-from reid_plugins.utils import vis_drawing, vis_rankings
-from reid_plugins.utils import visualizer as vis
+from reid_plugins.visualization import drawing as vis_drawing
+from reid_plugins.visualization import rankings as vis_rankings
+from reid_plugins.visualization import visualizer as vis
 
 LONG = "0002_c1s1_000451_03_with_a_rather_long_suffix.jpg"
 
