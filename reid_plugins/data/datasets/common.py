@@ -18,6 +18,7 @@ import os
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ...utils.errors import DatasetNotFoundError
 from ..catalog import DatasetCatalog, MetadataCatalog, dataset_root
 
 __all__ = [
@@ -51,7 +52,8 @@ Record = Dict[str, Any]
 
 
 def require_path(path: str, what: str, *, is_dir: bool = True, hint: str = "") -> str:
-    """Return ``path`` if it exists, else raise a :class:`FileNotFoundError` naming it.
+    """Return ``path`` if it exists, else raise a :class:`DatasetNotFoundError` (a
+    ``FileNotFoundError``) naming it.
 
     Args:
         path: folder or file that must exist.
@@ -69,7 +71,7 @@ def require_path(path: str, what: str, *, is_dir: bool = True, hint: str = "") -
         )
         if hint:
             msg += " " + hint
-        raise FileNotFoundError(msg)
+        raise DatasetNotFoundError(msg)
     return path
 
 
@@ -301,6 +303,9 @@ def set_reid_metadata(
     return fields
 
 
+_LOGGED_TABLES: set = set()
+
+
 def register_reid_split(
     name: str, loader: Callable[[str], Tuple[List[Record], Dict[str, Any]]]
 ) -> str:
@@ -320,7 +325,12 @@ def register_reid_split(
     def _load() -> List[Record]:
         records, extra = loader(dataset_root())
         set_reid_metadata(name, records, **extra)
-        logger.info(format_statistics_table(name, MetadataCatalog.get(name).statistics))
+        table = format_statistics_table(name, MetadataCatalog.get(name).statistics)
+        # A run loads a set several times (class count, train loader, memory / precise-BN
+        # loaders): the table is logged once per set and root, later loads only in the log file.
+        key = (name, dataset_root(), table)
+        logger.log(logging.DEBUG if key in _LOGGED_TABLES else logging.INFO, table)
+        _LOGGED_TABLES.add(key)
         return records
 
     DatasetCatalog.register(name, _load)

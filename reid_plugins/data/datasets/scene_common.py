@@ -28,6 +28,7 @@ from PIL import Image
 from tabulate import tabulate
 from tqdm import tqdm
 
+from ...utils.errors import DatasetNotFoundError
 from ..catalog import DatasetCatalog, MetadataCatalog, dataset_root
 
 __all__ = [
@@ -61,11 +62,14 @@ def loadmat_checked(path: str, keys: Iterable[str] = ()) -> Dict[str, Any]:
     """``scipy.io.loadmat(path)`` with clear errors.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        DatasetNotFoundError: (a ``FileNotFoundError``) ``path`` does not exist.
         ValueError: the file is not a readable MATLAB file, or lacks one of ``keys``.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Annotation file not found: {path}")
+        raise DatasetNotFoundError(
+            f"Annotation file not found: {path} (dataset root: $REID_DATASETS, now "
+            f"'{dataset_root()}')"
+        )
     try:
         data = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
     except Exception as e:  # scipy raises several types for corrupt files
@@ -312,8 +316,12 @@ def register_scene_splits(
                 extra = dict(query_metadata(root)) if query_metadata is not None else {}
                 extra["gallery_dataset"] = f"{prefix}_gallery"
             MetadataCatalog.get(name).set(root=root, **stats, **extra)
-            logger.info(
-                "Loaded %s from %s:\n%s", name, root, format_scene_statistics({name: stats})
+            table = format_scene_statistics({name: stats})
+            # Logged once per set and root; later loads of the same run only in the log file.
+            seen = (name, root, table) in _LOGGED_TABLES
+            _LOGGED_TABLES.add((name, root, table))
+            logger.log(
+                logging.DEBUG if seen else logging.INFO, "Loaded %s from %s:\n%s", name, root, table
             )
             return records
 
@@ -322,6 +330,9 @@ def register_scene_splits(
             evaluator_type=protocol, search_protocol=protocol, unlabeled_pid=UNLABELED_PID
         )
     return names
+
+
+_LOGGED_TABLES: set = set()
 
 
 def synthetic_scenes_root(fmt: str) -> Callable[[], str]:
