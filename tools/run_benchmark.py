@@ -349,7 +349,8 @@ def _read_eval(out_dir: str) -> Dict:
     else:
         s = inner.get("search", {})
         out["mAP"], out["rank1"] = s.get("mAP"), s.get("top-1")
-        out["det_AP"] = inner.get("detection", {}).get("AP")
+        det, thresh = inner.get("detection", {}), s.get("det_thresh", 0.5)
+        out["det_AP"] = det.get(f"AP@{thresh:g}", det.get("AP"))  # AP at the search threshold
         folder = os.path.join(out_dir, "inference", dataset)
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
         dumps = [n for n in names if n.startswith("search_results_")]
