@@ -375,10 +375,15 @@ def worker_loop() -> int:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from reid_plugins.engine import default_argument_parser
-    from reid_plugins.utils.testing import load_tool
+    import importlib.util
 
-    train_net = load_tool("train_net")
+    from reid_plugins.engine import default_argument_parser
+
+    spec = importlib.util.spec_from_file_location(
+        "train_net_tool", os.path.join(REPO, "tools", "train_net.py")
+    )
+    train_net = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_net)
     saved = os.dup(1), os.dup(2)
     for line in sys.stdin:
         job = json.loads(line)

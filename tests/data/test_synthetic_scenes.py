@@ -237,7 +237,7 @@ def test_synthetic_prw_configs_read_what_the_generator_writes(tmp_path, monkeypa
     none, every labelled test box being a query)."""
     from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.data.person_crops import build_person_crops
-    from reid_plugins.utils.testing import load_tool
+    from tests._testing import load_tool
 
     root = str(tmp_path)
     args = ["--root", root, "--format", "prw", "--num-train-images", "10", "--num-test-images"]

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 
 @pytest.fixture(scope="module")
