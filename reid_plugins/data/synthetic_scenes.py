@@ -278,7 +278,7 @@ def generate_synthetic_scenes(
     image_size: Tuple[int, int] = (240, 320),
     appearances: Tuple[int, int] = (2, 4),
     max_labeled_per_image: int = 5,
-    unlabeled_per_image: Tuple[int, int] = (1, 6),
+    unlabeled_per_image: Optional[Tuple[int, int]] = None,
     num_gallery_only_ids: Optional[int] = None,
     frames_per_visit: Optional[Tuple[int, int]] = None,
     overwrite: bool = False,
@@ -303,7 +303,9 @@ def generate_synthetic_scenes(
         max_labeled_per_image: at most this many labelled persons per image (a larger group
             still fits in one image).
         unlabeled_per_image: ``(min, max)`` unlabelled persons per image (fewer when no room;
-            more than the midpoint: a crowded image, where persons may overlap more).
+            more than the midpoint: a crowded image, where persons may overlap more). None:
+            (1, 6) for cuhk_sysu, (0, 3) for prw (with the labelled persons about 5.2 and 3.7
+            boxes per image, as in the real datasets).
         num_gallery_only_ids: extra labelled test identities that are never queried (PRW's
             gallery holds such persons). None: 0 for cuhk_sysu, ``num_test_ids // 4`` for prw.
         frames_per_visit: ``(min, max)`` consecutive images per camera visit. None: (1, 1)
@@ -319,6 +321,8 @@ def generate_synthetic_scenes(
     out = synthetic_scenes_dir(root, fmt)
     if num_test_ids is None:
         num_test_ids = 250 if fmt == "prw" else 400
+    if unlabeled_per_image is None:  # CUHK-SYSU 5.3 boxes per image, PRW 3.6 (see _plan)
+        unlabeled_per_image = (0, 3) if fmt == "prw" else (1, 6)
     if num_gallery_only_ids is None:
         num_gallery_only_ids = num_test_ids // 4 if fmt == "prw" else 0
     if frames_per_visit is None:
