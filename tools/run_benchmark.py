@@ -226,6 +226,7 @@ def prepare_data(root: str, data: Dict, data_seed: int, need_dg: bool, need_sear
 
 
 def _load_cfg(config: str):
+    import reid_plugins.methods  # noqa: F401  (registers every method's config subtree)
     from reid_plugins.config import add_all_configs, get_cfg
 
     cfg = get_cfg()
