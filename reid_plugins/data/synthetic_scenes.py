@@ -5,9 +5,17 @@ clutter) seen by several cameras that differ in colour cast, illumination (gain,
 resolution, blur and noise, with several persons per image at perspective-dependent scales,
 overlapping each other and cut at the image border. Labelled identities have a fixed
 appearance (skin, hair, clothing colours and pattern, trousers / shorts / skirt, build,
-backpack / handbag / hat) drawn from front, back or side views; every labelled identity
-appears in ``appearances`` images of its split, spread over different cameras, and
-train / test identities are disjoint. Unlabelled persons have one-off appearances.
+backpack / handbag / hat) drawn from front, back or side views; train / test identities are
+disjoint. Unlabelled persons have one-off appearances. The structure the methods rely on, each
+property with the real statistic behind it in :func:`_plan` / :func:`_place_group` /
+:data:`GROUP_SIZE_PROBS`:
+
+* labelled persons walk in groups of 1-4 that reappear together in other images and cameras
+  (the context TDN's Ranking with Context Persons uses); a query's image holds its group;
+* crowding (CUHK-SYSU 5.3 boxes per image, PRW 3.6), scale (0.15-0.85 of the image height,
+  with perspective), occlusion (overlapping persons, more in crowded images; objects in front
+  of :data:`~reid_plugins.data.synthetic_scene_render.OCCLUDER_PROB` of the persons);
+* PRW: several frames per camera visit and labelled gallery persons who are never queried.
 
 Outputs (the layouts of the dataset specification, annotations written with
 :func:`scipy.io.savemat`, read back by the real parsers):
@@ -23,7 +31,8 @@ Outputs (the layouts of the dataset specification, annotations written with
   ``annotations/<frame>.jpg.mat`` (key ``box_new``; every 11th frame uses ``anno_file`` and
   every 13th ``anno_previous`` so the key fallback runs end to end), ``frame_train.mat``,
   ``frame_test.mat``, ``ID_train.mat``, ``ID_test.mat`` and ``query_info.txt`` (one query
-  per test identity and camera it appears in). Raw ids are a random subset of 1..T+S;
+  per queried test identity and camera it appears in; ``num_gallery_only_ids`` more test
+  identities are labelled but never queried). Raw ids are a random subset of 1..T+S;
   unlabelled persons have pid -2; persons cut at the left / top border keep their negative
   ``x`` / ``y`` (clipped by the parser), boxes are clipped at the right / bottom border.
 
