@@ -335,7 +335,9 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
                     a += ["MODEL.TDN.TEACHER.WEIGHTS", os.path.join(teacher, "model_final.pth")]
                     deps.append(f"teacher/{tgt}/seed{s}")
                 jobs[name] = Job(name, r, tgt, s, out_dir, a, deps)
-    return list(jobs.values()), skipped
+    # seed-major order: an interrupted run has every row for the first seeds
+    order = sorted(jobs.values(), key=lambda j: list(args.seeds).index(j.seed))
+    return order, skipped
 
 
 def _read_eval(out_dir: str) -> Dict:
