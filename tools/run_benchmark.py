@@ -35,7 +35,6 @@ Examples::
     python tools/run_benchmark.py --rows m3l m3l_baseline --seeds 0 1 2 --targets synA
 """
 
-
 import argparse
 import csv
 import hashlib
@@ -409,7 +408,9 @@ def worker_loop() -> int:
     return 0
 
 
-def run_jobs(jobs: List[Job], env: Dict[str, str], num_workers: int, reuse: bool = True) -> None:
+def run_jobs(
+    jobs: List[Job], env: Dict[str, str], num_workers: int, reuse: bool = True, run: bool = True
+) -> None:
     """Run the jobs (dependencies first) on ``num_workers`` persistent worker processes
     (:func:`worker_loop`); progress with ETA on the console."""
     by_name = {j.name: j for j in jobs}
@@ -423,6 +424,10 @@ def run_jobs(jobs: List[Job], env: Dict[str, str], num_workers: int, reuse: bool
                 continue
         todo.append(j)
     _log(f"{len(jobs)} runs, {len(jobs) - len(todo)} reused, {len(todo)} to do")
+    if not run:
+        for j in todo:
+            j.status = "not run (--summarise-only)"
+        return
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"]
     workers = [
         subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, text=True)
@@ -715,6 +720,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data")
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     p.add_argument("--threads", type=int, default=1, help="OMP/MKL threads per run (default 1)")
+    p.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="write the outputs from the finished runs only (run nothing)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -739,7 +749,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     jobs, skipped = build_jobs(rows, args, out)
     for k, why in skipped.items():
         _log(f"row {k} skipped: {why}")
-    run_jobs(jobs, env, args.jobs)
+    run_jobs(jobs, env, args.jobs, run=not args.summarise_only)
     import platform
 
     meta = dict(seeds=args.seeds, targets=args.targets, scale=args.scale, max_iter=args.max_iter,

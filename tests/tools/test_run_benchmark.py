@@ -112,9 +112,14 @@ def test_quick_subset_end_to_end(bench, tmp_path):
     assert entry["mAP"] == pytest.approx(float(run["mAP"])) and entry["num_queries"] > 0
     assert summary["runs"][0]["result"]["mean_query_ap"] == pytest.approx(entry["mAP"], abs=1e-6)
     assert (out / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # a second call reuses the finished run
+    # a second call reuses the finished run; --summarise-only runs nothing and lists the rest
     assert bench.main(argv) == 0
-    assert os.path.getsize(out / "runs.csv") > 0
+    more = [a if a != "0" else "0 1" for a in argv]
+    more = " ".join(more).split() + ["--summarise-only"]
+    assert bench.main(more) == 1
+    md = (out / "benchmark.md").read_text()
+    assert "dg_baseline/synD/seed1: not run (--summarise-only)" in md
+    assert "| DG baseline (memory + triplet) (`dg_baseline`) | synD | 1 |" in md
 
 
 def test_tdn_pipeline_progress_and_band_lines():
@@ -126,7 +131,9 @@ def test_tdn_pipeline_progress_and_band_lines():
         "time: 0.18  lr: 1.000e-03"
     )
     assert pipe._progress(line, "tdn") == "    tdn: iter 20/400, ETA 0:01:03"
-    assert pipe._progress("[12/06 16:32:14 x]: iter: 400/400  loss: 1", "t") == "    t: iter 400/400"
+    assert (
+        pipe._progress("[12/06 16:32:14 x]: iter: 400/400  loss: 1", "t") == "    t: iter 400/400"
+    )
     assert pipe._progress("[12/06 16:32:14 x]: Statistics of 'a'", "t") is None
     band = dict(seeds=3, threads="OMP_NUM_THREADS=1", metrics={"TDN mAP": (50.0, 2.0)})
     runs = {"tdn": {"no_rcp": {"search": {"mAP": 55.0}}, "rcp": {}}}
