@@ -147,7 +147,7 @@ DATA = {
     },
 }  # fmt: skip
 QUICK = dict(seeds=[0], targets=["synA"], scale=0.25)
-FULL = dict(seeds=[0, 1, 2, 3, 4], targets=list(DOMAINS), scale=0.5)
+FULL = dict(seeds=[0, 1, 2, 3, 4], targets=list(DOMAINS), scale=0.25)
 
 
 def _log(msg: str) -> None:
@@ -716,9 +716,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--targets", nargs="+", choices=DOMAINS, help="DG target domains (full: all four)"
     )
-    p.add_argument(
-        "--scale", type=float, help="schedule length x the configs' (full 0.5, quick 0.25)"
-    )
+    p.add_argument("--scale", type=float, help="schedule length x the configs' (default 0.25)")
     p.add_argument(
         "--max-iter", type=int, help="every run this many iterations (overrides --scale)"
     )
