@@ -27,6 +27,7 @@ from reid_plugins.data.datasets.cuhk_sysu import (
     load_cuhk_sysu_train,
 )
 from reid_plugins.data.datasets.prw import load_prw_annotation, load_prw_query_info
+from reid_plugins.data.datasets.scene_common import UNLABELED_PID
 from reid_plugins.data.scene_mapper import SceneDatasetMapper
 from reid_plugins.data.synthetic_scenes import generate_synthetic_scenes
 from reid_plugins.evaluation.person_search_evaluation import PersonSearchEvaluator
@@ -104,16 +105,24 @@ def test_cuhk_sysu_skips_zero_size_boxes(cuhk_root):
     m = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
     img = m["Img"]
     # an unlabelled person of some image gets w = 0, another one h = -4
+    recs = load_cuhk_sysu_train(cuhk_root) + load_cuhk_sysu_gallery(cuhk_root)
+    unlabelled = {
+        r["image_id"]: [tuple(b) for b, p in zip(r["boxes"], r["pids"]) if p == UNLABELED_PID]
+        for r in recs
+    }
     changed = []
     for e in img[0]:
         boxes = e["box"]
-        if boxes.shape[1] >= 2 and len(changed) < 2:
-            loc = boxes[0, -1]["idlocate"]
-            x, y, w, h = loc.ravel()
-            boxes[0, -1]["idlocate"] = np.array(
+        name = str(e["imname"][0])
+        for j in range(boxes.shape[1] if boxes.shape[1] >= 2 else 0):
+            x, y, w, h = boxes[0, j]["idlocate"].ravel()
+            if len(changed) == 2 or (x, y, x + w, y + h) not in unlabelled.get(name, []):
+                continue  # (a labelled box would be restored from the protocol files)
+            boxes[0, j]["idlocate"] = np.array(
                 [[x, y, 0.0, h]] if not changed else [[x, y, w, -4.0]]
             )
-            changed.append((str(e["imname"][0]), np.array([x, y, x + w, y + h], np.float32)))
+            changed.append((name, np.array([x, y, x + w, y + h], np.float32)))
+            break
     assert len(changed) == 2
     scipy.io.savemat(path, {"Img": img})
     after = _all_boxes(cuhk_root)
