@@ -21,12 +21,15 @@ ResNet50-IBN-a split after conv3_x:
 Losses: ``loss_rpn_cls``, ``loss_rpn_reg``, ``loss_box_cls``, ``loss_box_reg`` (L_det),
 ``loss_reid_ce`` (L_ce, labelled RoIs) and ``loss_teacher`` (``w * L_t``; ``w`` is
 :attr:`TDN.teacher_weight`, set every iteration by
-:class:`~reid_plugins.engine.tdn_hooks.TeacherWeightHook` from Eq. 4).
+:class:`~reid_plugins.methods.tdn.trainer.TeacherWeightHook` from Eq. 4).
 
 The teacher is **not** a sub-module: it is not returned by ``parameters()`` (so never in the
-optimizer nor DDP), not in ``state_dict()`` (student checkpoints do not carry it; it is
-rebuilt from ``MODEL.TDN.TEACHER.{CONFIG_FILE, WEIGHTS}``), stays in eval mode when
-``model.train()`` is called and runs under ``torch.no_grad()``; ``model.to(device)`` moves it.
+optimizer nor DDP), not in ``state_dict()`` (student checkpoints do not carry it), stays in eval mode when
+``model.train()`` is called and runs under ``torch.no_grad()``; ``model.to(device)`` moves it. It
+exists only in training: ``TDN.from_config`` never builds it (evaluation, demo, export,
+benchmarks and analysis never read ``MODEL.TDN.TEACHER.WEIGHTS``);
+:class:`~reid_plugins.methods.tdn.trainer.TDNTrainer` builds it from
+``MODEL.TDN.TEACHER.{CONFIG_FILE, WEIGHTS}`` and attaches it with :meth:`TDN.set_teacher`.
 
 Inference (eval mode), one dict per input (the PersonSearchEvaluator contract)::
 
@@ -60,13 +63,7 @@ from .heads import (
     TDNBoxHead,
     crop_boxes,
 )
-from .teacher import (
-    build_teacher,
-    freeze_teacher,
-    teacher_feature_dim,
-    teacher_features,
-    teacher_input_size,
-)
+from .teacher import freeze_teacher, teacher_feature_dim, teacher_features
 
 __all__ = ["TDN"]
 
@@ -190,7 +187,9 @@ class TDN(OneStepSearchBase):
 
         The classifier size is ``MODEL.TDN.REID.NUM_PIDS`` if > 0, else the labelled
         identities of the training sets (``sum(num_pids_per_domain)``, from the trainer; None:
-        no classifier). The teacher is built when ``MODEL.TDN.TEACHER.ENABLED``.
+        no classifier). The teacher is never built here (inference never needs it):
+        :class:`~reid_plugins.methods.tdn.trainer.TDNTrainer` builds it from
+        ``MODEL.TDN.TEACHER`` and attaches it with :meth:`set_teacher` for training.
         """
         kwargs = cls.detector_kwargs(cfg)
         ps, t = cfg.MODEL.PERSON_SEARCH, cfg.MODEL.TDN
@@ -208,28 +207,11 @@ class TDN(OneStepSearchBase):
         )
         # the KTB: a second backbone cut after Part-1 (same initialisation, own tensors)
         ktb = KnowledgeTransferBridge.from_config(cfg) if t.KTB.ENABLED else None
-        teacher, teacher_size, projection = None, None, None
-        if t.TEACHER.ENABLED:
-            device = resolve_device(cfg.MODEL.DEVICE)
-            teacher = build_teacher(t.TEACHER.CONFIG_FILE, t.TEACHER.WEIGHTS, device=device)
-            teacher_size = teacher_input_size(t.TEACHER.CONFIG_FILE, t.TEACHER.INPUT_SIZE)
-            dim = teacher_feature_dim(teacher, teacher_size, device)
-            if t.TEACHER.PROJECTION:
-                projection = nn.Linear(neck.feat_dim, dim)
-            elif dim != neck.feat_dim:
-                raise ValueError(
-                    f"Teacher feature size {dim} ('{t.TEACHER.CONFIG_FILE}') != student feature "
-                    f"size {neck.feat_dim}: use a teacher of the same size or set "
-                    "MODEL.TDN.TEACHER.PROJECTION True"
-                )
         return cls(
             **kwargs,
             box_head=box_head,
             neck=neck,
             ktb=ktb,
-            teacher=teacher,
-            teacher_input_size=teacher_size,
-            projection=projection,
             box_sampling_ratio=t.BOX_HEAD.POOLER_SAMPLING_RATIO,
             reid_resolution=ps.ROI_HEADS.POOLER_RESOLUTION,
             reid_sampling_ratio=ps.ROI_HEADS.POOLER_SAMPLING_RATIO,
@@ -247,14 +229,33 @@ class TDN(OneStepSearchBase):
         """The frozen teacher (not a sub-module), or None."""
         return self._teacher
 
-    def set_teacher(self, teacher: Optional[nn.Module], input_size=None) -> None:
+    def set_teacher(
+        self, teacher: Optional[nn.Module], input_size=None, *, projection: bool = False
+    ) -> None:
         """Attach (or, with None, remove) the frozen teacher; ``input_size`` = its crops'
-        ``(h, w)`` (default: the KTB input size)."""
+        ``(h, w)``.
+
+        When the teacher's feature size differs from the student's, ``projection=True`` adds a
+        trainable ``nn.Linear`` (student -> teacher size) for ``L_t`` as the sub-module
+        ``projection`` (call before building the optimizer); otherwise that is an error.
+
+        Raises:
+            ValueError: no ``input_size``, or feature sizes differ without ``projection``.
+        """
         if teacher is not None:
             if input_size is None:
                 raise ValueError("set_teacher: give the teacher's input size (h, w)")
             freeze_teacher(teacher).to(self.device)
-            self.teacher_input_size = (int(input_size[0]), int(input_size[1]))
+            size = (int(input_size[0]), int(input_size[1]))
+            dim = teacher_feature_dim(teacher, size, self.device)
+            if projection and self.projection is None:
+                self.projection = nn.Linear(self.neck.feat_dim, dim).to(self.device)
+            elif not projection and self.projection is None and dim != self.neck.feat_dim:
+                raise ValueError(
+                    f"Teacher feature size {dim} != student feature size {self.neck.feat_dim}: "
+                    "use a teacher of the same size or set MODEL.TDN.TEACHER.PROJECTION True"
+                )
+            self.teacher_input_size = size
         object.__setattr__(self, "_teacher", teacher)
 
     def set_teacher_weight(self, weight: float) -> None:

@@ -205,10 +205,14 @@ def test_teacher_from_config_file_and_checkpoint(tmp_path):
     cfg = _cfg(**{"MODEL.TDN.TEACHER.ENABLED": True,
                   "MODEL.TDN.TEACHER.CONFIG_FILE": str(teacher_yaml),
                   "MODEL.TDN.TEACHER.WEIGHTS": str(tmp_path / "teacher.pth")})  # fmt: skip
-    model = build_model(cfg)
+    assert build_model(cfg).teacher is None  # inference model: the teacher is never built
+    model = TDNTrainer.build_model(cfg, [6])  # training model: the trainer attaches it
     assert isinstance(model.teacher, ReIDBaseline) and model.teacher_input_size == (32, 16)
-    for k, v in teacher.state_dict().items():
-        torch.testing.assert_close(model.teacher.state_dict()[k], v)
+    assert (
+        getattr(model.teacher.head, "classifier", None) is None
+    )  # built as an inference model of its config
+    for k, v in model.teacher.state_dict().items():
+        torch.testing.assert_close(v, teacher.state_dict()[k])
     assert not any("teacher" in k for k in model.state_dict())
     # a teacher of another feature size needs the projection
     teacher_yaml.write_text(teacher_yaml.read_text().replace("BASE_WIDTH: 8", "BASE_WIDTH: 4"))
@@ -221,13 +225,15 @@ def test_teacher_from_config_file_and_checkpoint(tmp_path):
     )
     Checkpointer(small, str(tmp_path)).save("teacher")
     with pytest.raises(ValueError, match="PROJECTION"):
-        build_model(cfg)
+        TDNTrainer.build_model(cfg, [6])
     cfg.MODEL.TDN.TEACHER.PROJECTION = True
-    model = build_model(cfg)
+    model = TDNTrainer.build_model(cfg, [6])
     assert model.projection.out_features == 32
+    assert any(p is model.projection.weight for p in model.parameters())  # trained
     cfg.MODEL.TDN.TEACHER.WEIGHTS = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="TEACHER.WEIGHTS"):
-        build_model(cfg)
+        TDNTrainer.build_model(cfg, [6])
+    assert build_model(cfg).teacher is None  # a missing teacher never bothers inference
 
 
 # --------------------------------------------------------------------------- w(epoch)
