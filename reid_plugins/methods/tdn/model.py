@@ -9,8 +9,10 @@ ResNet50-IBN-a split after conv3_x:
   ratios 1, 2, 3 as height / width), RoIAlign 7 x 7 x 512, :class:`TDNBoxHead` (2 FC of 1024
   -> person score + box deltas), NMS.
 * **Re-ID branch**, run **only on the final boxes** (inference: detections with score >=
-  ``SCORE_THRESH_TEST`` (0.5) after NMS; training: the ground-truth boxes plus RPN proposals
-  matched to them): RoIAlign of Part-1 to 32 x 16 x 512 **plus** the
+  ``SCORE_THRESH_TEST`` (0.5) after NMS; training, ``MODEL.TDN.REID.TRAIN_ROIS``: by default
+  the same final boxes of the detection branch, kept when they match a labelled or unlabelled
+  person with IoU >= ``TRAIN_DETECTION_IOU``; or ``gt_and_proposals``: the ground-truth boxes
+  plus RPN proposals matched to them): RoIAlign of Part-1 to 32 x 16 x 512 **plus** the
   :class:`KnowledgeTransferBridge` (RoIAlign of the input image to 256 x 128 x 3 through an
   unshared copy of Part-1), then **Part-2** (conv4_x..conv5_x with the standard stride-2
   conv5) -> GAP -> BN -> feature (2048-d) -> softmax identity classifier (labelled boxes).
@@ -65,7 +67,10 @@ from .heads import (
 )
 from .teacher import freeze_teacher, teacher_feature_dim, teacher_features
 
-__all__ = ["TDN"]
+__all__ = ["TDN", "TRAIN_ROIS"]
+
+#: Choices of ``MODEL.TDN.REID.TRAIN_ROIS`` (see :meth:`TDN.reid_training_rois`).
+TRAIN_ROIS = ("detections", "gt_and_proposals")
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +101,12 @@ class TDN(OneStepSearchBase):
         bbox_reg_weights, smooth_l1_beta: box coder and box-loss beta.
         score_thresh_test, nms_thresh_test, detections_per_image: final boxes at inference.
         ce_weight, ce_epsilon: L_ce multiplier and label smoothing.
-        train_proposals_per_image, train_proposal_iou: matched RPN proposals added to the
-            ground-truth boxes as re-ID training RoIs.
+        train_rois: re-ID training RoIs, ``"detections"`` (the detection branch's final boxes
+            matched to persons, :meth:`detection_rois`; the paper's rule) or
+            ``"gt_and_proposals"`` (:meth:`gt_and_proposal_rois`).
+        train_detection_iou: IoU with a person for a detection to be a re-ID training RoI.
+        train_proposals_per_image, train_proposal_iou: ``gt_and_proposals``: matched RPN
+            proposals added to the ground-truth boxes.
         query_context: ``extract_query`` also returns the query image's detections.
         teacher_weight: initial ``w`` of ``w * L_t``.
     """
@@ -130,6 +139,8 @@ class TDN(OneStepSearchBase):
         detections_per_image: int = 100,
         ce_weight: float = 1.0,
         ce_epsilon: float = 0.0,
+        train_rois: str = "detections",
+        train_detection_iou: float = 0.5,
         train_proposals_per_image: int = 8,
         train_proposal_iou: float = 0.5,
         query_context: bool = True,
@@ -170,6 +181,12 @@ class TDN(OneStepSearchBase):
             if neck.num_classes > 0 and ce_weight > 0
             else None
         )
+        if train_rois not in TRAIN_ROIS:
+            raise ValueError(
+                f"MODEL.TDN.REID.TRAIN_ROIS='{train_rois}' must be one of {list(TRAIN_ROIS)}"
+            )
+        self.train_rois = str(train_rois)
+        self.train_detection_iou = float(train_detection_iou)
         self.train_proposals_per_image = int(train_proposals_per_image)
         self.train_proposal_iou = float(train_proposal_iou)
         self.query_context = bool(query_context)
@@ -217,6 +234,8 @@ class TDN(OneStepSearchBase):
             reid_sampling_ratio=ps.ROI_HEADS.POOLER_SAMPLING_RATIO,
             ce_weight=t.REID.CE_WEIGHT,
             ce_epsilon=t.REID.CE_EPSILON,
+            train_rois=t.REID.TRAIN_ROIS,
+            train_detection_iou=t.REID.TRAIN_DETECTION_IOU,
             train_proposals_per_image=t.REID.TRAIN_PROPOSALS_PER_IMAGE,
             train_proposal_iou=t.REID.TRAIN_PROPOSAL_IOU,
             query_context=t.REID.QUERY_CONTEXT,
@@ -327,13 +346,54 @@ class TDN(OneStepSearchBase):
         return F.normalize(self.reid_branch(images, features, boxes)["feature"], dim=1)
 
     # ------------------------------------------------------------------ training
-    def reid_training_rois(
+    def reid_training_rois(self, step) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Re-ID training RoIs of a :class:`DetectorTrainingPass` per ``train_rois``:
+        ``"detections"`` -> :meth:`detection_rois` of :meth:`training_detections` (the paper's
+        rule), ``"gt_and_proposals"`` -> :meth:`gt_and_proposal_rois`. Returns ``(boxes per
+        image, pids (sum R_i,))``."""
+        if self.train_rois == "detections":
+            dets = self.training_detections(step.images, step.features, step.proposals)
+            return self.detection_rois(dets, step.gt_boxes, step.gt_pids)
+        return self.gt_and_proposal_rois(step.proposals, step.gt_boxes, step.gt_pids)
+
+    @torch.no_grad()
+    def training_detections(self, images, features, proposals) -> List[torch.Tensor]:
+        """The detection branch's final boxes on a training batch, exactly as at inference
+        (RoI head on the RPN proposals, score >= ``score_thresh_test``, NMS at
+        ``nms_thresh_test``, the ``detections_per_image`` best), detached."""
+        if sum(len(p) for p in proposals) == 0:
+            return [p.new_zeros((0, 4)) for p in proposals]
+        props = [p.detach() for p in proposals]
+        logits, deltas = self.box_predictions(features.detach(), props)
+        dets = self.postprocess_batch(props, images.image_sizes, logits, deltas)
+        return [boxes for boxes, _, _ in dets]
+
+    def detection_rois(
+        self, detections: List[torch.Tensor], gt_boxes: List[torch.Tensor], gt_pids
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Re-ID training RoIs = the detections that find a person: detection ``d`` takes the
+        pid (labelled >= 0 or unlabelled -1) of its highest-IoU ground-truth box ``g`` when
+        ``IoU(d, g) >= train_detection_iou``; other detections (background) are dropped.
+        Several detections may take the same person. Returns ``(boxes per image, pids)``."""
+        boxes, pids = [], []
+        for dets, gt, p in zip(detections, gt_boxes, gt_pids):
+            if len(dets) == 0 or len(gt) == 0:
+                boxes.append(dets.new_zeros((0, 4)))
+                pids.append(p.new_zeros((0,)))
+                continue
+            best, idx = box_iou(dets, gt).max(dim=1)
+            keep = best >= self.train_detection_iou
+            boxes.append(dets[keep])
+            pids.append(p[idx[keep]])
+        return boxes, torch.cat(pids)
+
+    def gt_and_proposal_rois(
         self,
         proposals: List[torch.Tensor],
         gt_boxes: List[torch.Tensor],
         gt_pids: List[torch.Tensor],
     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """Re-ID training RoIs per image = all ground-truth boxes + at most
+        """``TRAIN_ROIS: gt_and_proposals``: all ground-truth boxes + at most
         ``train_proposals_per_image`` random RPN proposals with IoU >= ``train_proposal_iou``
         with a ground-truth box (detached; each takes the pid of its best box: labelled >= 0
         or unlabelled -1). Returns ``(boxes per image, pids (sum R_i,))``."""
@@ -389,9 +449,15 @@ class TDN(OneStepSearchBase):
             return self.inference(batched_inputs)
         step = self.detector_training_pass(batched_inputs, self.box_predictions)
         losses = step.losses
-        boxes, pids = self.reid_training_rois(step.proposals, step.gt_boxes, step.gt_pids)
+        boxes, pids = self.reid_training_rois(step)
         if sum(len(b) for b in boxes) > 0:
             losses.update(self.reid_losses(step.images.tensors, step.features, boxes, pids))
+        else:  # no person RoI in the batch (e.g. no detection yet): the same keys, zero
+            zero = step.features.sum() * 0.0
+            if self.ce_loss is not None:
+                losses["loss_reid_ce"] = zero
+            if self._teacher is not None:
+                losses["loss_teacher"] = zero
         return losses
 
     # ------------------------------------------------------------------ inference
