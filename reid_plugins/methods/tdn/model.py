@@ -51,12 +51,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import box_iou
 
 from reid_plugins.modeling.losses import CrossEntropyLoss
 from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY, resolve_device
-from reid_plugins.modeling.person_search import ProposalSampler, to_original
+from reid_plugins.modeling.person_search import PersonSearchDetector, to_original
 from reid_plugins.modeling.person_search.common import OneStepSearchBase
 
 from .heads import (
@@ -85,8 +84,8 @@ class TDN(OneStepSearchBase):
     Constructor (keyword-only):
         backbone: staged ResNet (``stem, res2..res5``, ``forward_stages``, ``stage_shape``);
             Part-1 = ``stem..part1_end``, Part-2 = the following stages to ``res5``.
-        rpn: torchvision ``RegionProposalNetwork`` on Part-1 (``build_rpn``).
-        proposal_sampler: RoI sampler of the detection branch (``ProposalSampler``).
+        detector: :class:`~reid_plugins.modeling.person_search.PersonSearchDetector` (RPN on
+            Part-1, RoI sampler, box coder, inference score / NMS / number of boxes).
         box_head: :class:`TDNBoxHead` (its ``resolution`` is the RoIAlign size).
         neck: :class:`ReIDNeck` on the Part-2 output (classifier = identities; 0 = no L_ce).
         pixel_mean, pixel_std: normalisation of the 0-255 RGB input.
@@ -98,8 +97,6 @@ class TDN(OneStepSearchBase):
         box_sampling_ratio: RoIAlign sampling of the RoI head.
         reid_resolution, reid_sampling_ratio: RoIAlign of Part-1 for the re-ID branch
             (32 x 16; must equal the KTB output).
-        bbox_reg_weights, smooth_l1_beta: box coder and box-loss beta.
-        score_thresh_test, nms_thresh_test, detections_per_image: final boxes at inference.
         ce_weight, ce_epsilon: L_ce multiplier and label smoothing.
         train_rois: re-ID training RoIs, ``"detections"`` (the detection branch's final boxes
             matched to persons, :meth:`detection_rois`; the paper's rule) or
@@ -117,8 +114,7 @@ class TDN(OneStepSearchBase):
         self,
         *,
         backbone: nn.Module,
-        rpn: RegionProposalNetwork,
-        proposal_sampler: ProposalSampler,
+        detector: PersonSearchDetector,
         box_head: TDNBoxHead,
         neck: ReIDNeck,
         pixel_mean: Sequence[float],
@@ -132,11 +128,6 @@ class TDN(OneStepSearchBase):
         box_sampling_ratio: int = 2,
         reid_resolution: Sequence[int] = (32, 16),
         reid_sampling_ratio: int = 2,
-        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        smooth_l1_beta: float = 1.0 / 9,
-        score_thresh_test: float = 0.5,
-        nms_thresh_test: float = 0.4,
-        detections_per_image: int = 100,
         ce_weight: float = 1.0,
         ce_epsilon: float = 0.0,
         train_rois: str = "detections",
@@ -148,17 +139,11 @@ class TDN(OneStepSearchBase):
     ) -> None:
         super().__init__(
             backbone=backbone,
-            rpn=rpn,
-            proposal_sampler=proposal_sampler,
+            detector=detector,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
             part1_end=part1_end,
             size_divisibility=size_divisibility,
-            bbox_reg_weights=bbox_reg_weights,
-            smooth_l1_beta=smooth_l1_beta,
-            score_thresh_test=score_thresh_test,
-            nms_thresh_test=nms_thresh_test,
-            detections_per_image=detections_per_image,
         )
         self.reid_resolution = (int(reid_resolution[0]), int(reid_resolution[1]))
         if ktb is not None and tuple(ktb.output_size) != self.reid_resolution:
@@ -359,8 +344,8 @@ class TDN(OneStepSearchBase):
     @torch.no_grad()
     def training_detections(self, images, features, proposals) -> List[torch.Tensor]:
         """The detection branch's final boxes on a training batch, exactly as at inference
-        (RoI head on the RPN proposals, score >= ``score_thresh_test``, NMS at
-        ``nms_thresh_test``, the ``detections_per_image`` best), detached."""
+        (RoI head on the RPN proposals, score >= the detector's
+        ``score_thresh_test``, NMS ``nms_thresh_test``, ``detections_per_image``), detached."""
         if sum(len(p) for p in proposals) == 0:
             return [p.new_zeros((0, 4)) for p in proposals]
         props = [p.detach() for p in proposals]

@@ -95,7 +95,7 @@ def test_part2_runs_only_on_final_detections_at_inference():
     # boxes of the second input are in its original (2x larger) coordinates
     assert float(out[1]["boxes"][:, 2].max()) > 90
     # score threshold 0.5: only boxes scoring >= 0.5 reach Part-2
-    model.score_thresh_test = 0.5
+    model.detector.score_thresh_test = 0.5
     part2.shapes.clear()
     out = model(scene_inputs())
     kept = sum(len(o["boxes"]) for o in out)
