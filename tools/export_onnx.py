@@ -1,20 +1,27 @@
 #!/usr/bin/env python
-"""Export a model's re-ID feature extractor to ONNX and check it with onnxruntime.
+r"""Export a model to ONNX and check it with onnxruntime against PyTorch.
 
-The exported graph maps ``images`` (N, 3, H, W) float32 RGB 0-255 crops (H, W =
-``INPUT.SIZE_TEST`` unless ``--input-size``) to ``features`` (N, D), with a dynamic batch
-axis. ReID models (ReIDBaseline, M3L, GMN instance features) export their eval path
-(normalisation -> backbone -> BNNeck -> L2 normalisation); other models export their
-``reid_head_on_crops`` method (or ``--method NAME``). After export the ONNX file is run with
-onnxruntime on a batch of a different size and compared with PyTorch (max abs diff must be
-<= ``--atol``, default 1e-4).
+ReID models (ReIDBaseline, M3L, GMN instance features): one graph mapping ``images``
+(N, 3, H, W) float32 RGB 0-255 crops (H, W = ``INPUT.SIZE_TEST`` unless ``--input-size``) to
+``features`` (N, D), with a dynamic batch axis: their eval path (normalisation -> backbone ->
+BNNeck -> L2 normalisation); other crop models export their ``reid_head_on_crops`` method
+(or ``--method NAME``). The file is run with onnxruntime on a batch of a different size and
+compared with PyTorch (max abs diff <= ``--atol``, default 1e-4).
+
+Person search (TDN, OIM*): graphs on one resized scene image ``(1, 3, H, W)``, H, W =
+``--input-size`` (default ``INPUT.MIN_SIZE_TEST`` x ``MAX_SIZE_TEST``). TDN writes
+``<output>.detector.onnx`` (image -> boxes, scores, Part-1 map) and ``<output>.reid.onnx``
+(image, Part-1 map, boxes -> features); OIM* writes ``<output>.onnx`` (image -> boxes,
+scores, features) and ``<output>.query.onnx`` (image, boxes -> features). The glue and the
+tensors are described in :mod:`reid_plugins.export.person_search`; boxes, scores and features
+of the detections and of a query box are compared with the PyTorch model (``--atol``).
 
 Examples::
 
-    python tools/export_onnx.py --config-file projects/m3l/configs/m3l_r50.yaml \
+    python tools/export_onnx.py --config-file projects/m3l/r50_to_market1501.yaml \
         --output output/m3l.onnx MODEL.WEIGHTS output/model_final.pth
-    python tools/export_onnx.py --config-file cfg.yaml --output tdn_reid.onnx \
-        --input-size 256 128 MODEL.WEIGHTS tdn.pth        # person search: re-ID head on crops
+    python tools/export_onnx.py --config-file projects/tdn/prw.yaml --output tdn.onnx \
+        --input-size 600 960 MODEL.WEIGHTS tdn.pth     # tdn.detector.onnx + tdn.reid.onnx
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.checkpoint import Checkpointer  # noqa: E402
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
 from reid_plugins.export import build_export_wrapper, export_onnx, verify_onnx  # noqa: E402
+from reid_plugins.export.person_search import (  # noqa: E402
+    export_person_search,
+    is_person_search,
+    verify_person_search,
+)
 from reid_plugins.modeling import build_model  # noqa: E402
 
 logger = logging.getLogger("reid_plugins.tools.export_onnx")
@@ -49,7 +61,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         nargs=2,
         metavar=("H", "W"),
         default=None,
-        help="crop size (default INPUT.SIZE_TEST)",
+        help="crop size (default INPUT.SIZE_TEST); person search: the scene image size "
+        "(default INPUT.MIN_SIZE_TEST x MAX_SIZE_TEST)",
     )
     p.add_argument(
         "--method",
@@ -93,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     model = build_model(cfg)
     Checkpointer(model).load(cfg.MODEL.WEIGHTS, checkpointables=[])
     model.eval()
+    if is_person_search(model) and not args.method:
+        return _export_person_search(cfg, model, args)
     wrapper = build_export_wrapper(model, args.method)
     size = args.input_size or list(cfg.INPUT.SIZE_TEST)
     export_onnx(
@@ -127,6 +142,27 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         diff, out = verify_onnx(wrapper, args.output, batch_size=bs, atol=args.atol)
         summary["max_abs_diff"] = diff
         summary["output"]["dim"] = int(out.shape[1])
+    with open(args.output + ".json", "w") as f:
+        json.dump(summary, f, indent=2)
+    logger.info("ONNX export summary: %s", summary)
+    return summary
+
+
+def _export_person_search(cfg, model, args) -> Dict:
+    size = args.input_size or [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST]
+    paths = export_person_search(model, args.output, image_size=size, opset=args.opset)
+    summary = {
+        "onnx": {k: os.path.abspath(v) for k, v in paths.items()},
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "image": {"name": "images", "shape": [1, 3, int(size[0]), int(size[1])],
+                  "format": "float32 RGB 0-255, resized"},
+        "opset": args.opset,
+        "max_abs_diff": None,
+    }  # fmt: skip
+    if not args.no_verify:
+        summary["max_abs_diff"] = verify_person_search(
+            model, paths, image_size=size, atol=args.atol
+        )
     with open(args.output + ".json", "w") as f:
         json.dump(summary, f, indent=2)
     logger.info("ONNX export summary: %s", summary)
