@@ -59,7 +59,8 @@ def _tdn_node() -> CN:
     # Freeze the bias of the BN after GAP (as the BNNeck of the strong ReID baseline).
     tdn.REID.BN_FREEZE_BIAS = True
     # Query pass (extract_query) also returns the detections of the query image (boxes,
-    # scores, features), the context persons of RCP (TEST.SEARCH.RCP).
+    # scores, features), the context persons of RCP: only while TEST.SEARCH.RCP.ENABLED (the
+    # detector is not run on query images without RCP).
     tdn.REID.QUERY_CONTEXT = True
 
     # ---------------------------------------------------------------- KTB

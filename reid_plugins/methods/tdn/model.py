@@ -104,7 +104,10 @@ class TDN(OneStepSearchBase):
         train_detection_iou: IoU with a person for a detection to be a re-ID training RoI.
         train_proposals_per_image, train_proposal_iou: ``gt_and_proposals``: matched RPN
             proposals added to the ground-truth boxes.
-        query_context: ``extract_query`` also returns the query image's detections.
+        query_context: ``extract_query`` also runs the detector on the query image and returns
+            its detections (RCP's context persons); from the config only when
+            ``MODEL.TDN.REID.QUERY_CONTEXT`` and ``TEST.SEARCH.RCP.ENABLED`` (without RCP the
+            query pass is Part-1 + the re-ID branch on the query box, no detector).
         teacher_weight: initial ``w`` of ``w * L_t``.
     """
 
@@ -223,7 +226,7 @@ class TDN(OneStepSearchBase):
             train_detection_iou=t.REID.TRAIN_DETECTION_IOU,
             train_proposals_per_image=t.REID.TRAIN_PROPOSALS_PER_IMAGE,
             train_proposal_iou=t.REID.TRAIN_PROPOSAL_IOU,
-            query_context=t.REID.QUERY_CONTEXT,
+            query_context=bool(t.REID.QUERY_CONTEXT and cfg.TEST.SEARCH.RCP.ENABLED),
             teacher_weight=t.TEACHER.W_INIT,
         )
 

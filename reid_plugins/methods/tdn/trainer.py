@@ -170,6 +170,21 @@ class TDNTrainer(PersonSearchTrainer):
             attach_teacher(model, cfg)
         return model
 
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Person-search evaluation; the TDN query pass runs the detector on the query image
+        (RCP context persons) only when ``TEST.SEARCH.RCP.ENABLED`` (and
+        ``MODEL.TDN.REID.QUERY_CONTEXT``) in ``cfg``, whatever the model was built with."""
+        tdn = _find_tdn(model)
+        if tdn is None or not hasattr(tdn, "query_context"):
+            return super().test(cfg, model, evaluators)
+        saved = tdn.query_context
+        tdn.query_context = bool(cfg.MODEL.TDN.REID.QUERY_CONTEXT and cfg.TEST.SEARCH.RCP.ENABLED)
+        try:
+            return super().test(cfg, model, evaluators)
+        finally:
+            tdn.query_context = saved
+
     def build_hooks(self) -> List[HookBase]:
         ret = super().build_hooks()
         hook = self.build_teacher_weight_hook()

@@ -352,6 +352,7 @@ class _ToyTDN(TDN):
         return images
 
     def detect(self, images, features):
+        self.detected_images = getattr(self, "detected_images", 0) + len(self._widths)
         out = []
         for w in self._widths:
             boxes = torch.tensor(self.toy[w][0], dtype=torch.float32)
@@ -410,15 +411,20 @@ def test_rcp_through_the_tdn_test_path(tmp_path):
 
     def run(rcp, b=0.3, lam=0.5):
         cfg.TEST.SEARCH.RCP.ENABLED, cfg.TEST.SEARCH.RCP.B, cfg.TEST.SEARCH.RCP.LAMBDA = rcp, b, lam
+        model.detected_images = 0
         return TDNTrainer.test(cfg, model)["search"]
 
+    assert model.query_context is False  # built with RCP off: no detector in the query pass
     plain = run(False)
+    assert model.detected_images == 2  # the two gallery images only, not the query image
     assert plain["top-1"] == 0.0 and plain["mAP"] == pytest.approx(50.0)  # distractor first
     helped = run(True)  # context found with sim 0.8 >= b: 0.6 + 0.5 * 0.6 * 0.8 = 0.84 > 0.7
+    assert model.detected_images == 3 and model.query_context is False  # + the query image
     assert helped["top-1"] == 100.0 and helped["mAP"] == pytest.approx(100.0)
     strict = run(True, b=0.9)  # threshold not met: no context score, ranking unchanged
     assert strict["top-1"] == 0.0 and strict["mAP"] == pytest.approx(50.0)
     # the query pass returns the query image's detections (the context persons)
+    model.query_context = True
     q = model.extract_query([{"image": torch.full((3, 64, 96), 100.0), "height": 64, "width": 96,
                               "query_box": [10, 5, 30, 60], "image_id": "q.jpg"}])[0]  # fmt: skip
     assert set(q) == {"query_feature", "boxes", "scores", "features"} and len(q["boxes"]) == 2
