@@ -41,11 +41,16 @@ import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import torch
-from torch import nn
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 #: TDN Table VII (GFLOPs): per-unit costs and totals as printed in the paper.
 PAPER_TABLE_VII = {
@@ -378,4 +383,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -337,6 +337,9 @@ def set_reid_metadata(
     return fields
 
 
+_LOGGED_TABLES: set = set()
+
+
 def register_reid_split(
     name: str, loader: Callable[[str], Tuple[List[Record], Dict[str, Any]]]
 ) -> str:
@@ -364,7 +367,12 @@ def register_reid_split(
             source = dataset_source(name)
             raise dataset_error(e, name, source.title if source else "") from e
         set_reid_metadata(name, records, **extra)
-        logger.info(format_statistics_table(name, MetadataCatalog.get(name).statistics))
+        table = format_statistics_table(name, MetadataCatalog.get(name).statistics)
+        # A run loads a set several times (class count, train loader, memory / precise-BN
+        # loaders): the table is logged once per set and root, later loads only in the log file.
+        key = (name, dataset_root(), table)
+        logger.log(logging.DEBUG if key in _LOGGED_TABLES else logging.INFO, table)
+        _LOGGED_TABLES.add(key)
         return records
 
     DatasetCatalog.register(name, _load)

@@ -16,6 +16,9 @@ The registered loaders (:func:`.common.register_reid_split`,
 
 from __future__ import annotations
 
+from ...utils.errors import DatasetError as MalformedDatasetError
+from ...utils.errors import DatasetNotFoundError, UserError
+
 __all__ = [
     "DatasetError",
     "MissingDatasetFileError",
@@ -27,11 +30,12 @@ __all__ = [
 README = "datasets/README.md"
 
 
-class DatasetError(Exception):
-    """Base of the user-facing dataset errors (message = one actionable line)."""
+class DatasetError(UserError):
+    """Base of the user-facing dataset errors (message = one actionable line; a
+    :class:`~reid_plugins.utils.errors.UserError`, so the tools print it as one line)."""
 
 
-class MissingDatasetFileError(DatasetError, FileNotFoundError):
+class MissingDatasetFileError(DatasetError, DatasetNotFoundError):
     """A file or folder the dataset needs does not exist (the message names the path)."""
 
     def __init__(self, message: str):
@@ -42,7 +46,7 @@ class MissingDatasetFileError(DatasetError, FileNotFoundError):
         return (type(self), (str(self),))
 
 
-class DatasetFormatError(DatasetError, ValueError):
+class DatasetFormatError(DatasetError, MalformedDatasetError):
     """A dataset file exists but cannot be parsed (the message names file and line)."""
 
     def __reduce__(self):

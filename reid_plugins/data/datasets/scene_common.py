@@ -65,7 +65,7 @@ def loadmat_checked(path: str, keys: Iterable[str] = ()) -> Dict[str, Any]:
     """``scipy.io.loadmat(path)`` with clear errors.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        DatasetNotFoundError: (a ``FileNotFoundError``) ``path`` does not exist.
         ValueError: the file is not a readable MATLAB file, or lacks one of ``keys``.
     """
     if not os.path.isfile(path):
@@ -389,8 +389,12 @@ def register_scene_splits(
                 extra = dict(query_metadata(root)) if query_metadata is not None else {}
                 extra["gallery_dataset"] = f"{prefix}_gallery"
             MetadataCatalog.get(name).set(root=root, **stats, **extra)
-            logger.info(
-                "Loaded %s from %s:\n%s", name, root, format_scene_statistics({name: stats})
+            table = format_scene_statistics({name: stats})
+            # Logged once per set and root; later loads of the same run only in the log file.
+            seen = (name, root, table) in _LOGGED_TABLES
+            _LOGGED_TABLES.add((name, root, table))
+            logger.log(
+                logging.DEBUG if seen else logging.INFO, "Loaded %s from %s:\n%s", name, root, table
             )
             return records
 
@@ -399,6 +403,9 @@ def register_scene_splits(
             evaluator_type=protocol, search_protocol=protocol, unlabeled_pid=UNLABELED_PID
         )
     return names
+
+
+_LOGGED_TABLES: set = set()
 
 
 def synthetic_scenes_root(fmt: str) -> Callable[[], str]:
