@@ -119,8 +119,8 @@ def test_prw_without_data_names_the_file_readme_and_tool(root):
         DatasetCatalog.get("prw_train")
     assert str(e.value) == (
         f"Dataset 'prw_train': expected annotation file '{root / 'prw' / 'frame_train.mat'}' "
-        "does not exist. See datasets/README.md (PRW); check with: python "
-        "tools/check_dataset.py prw_train"
+        f"does not exist (datasets are read under $REID_DATASETS, now '{root}'). See "
+        "datasets/README.md (PRW); check with: python tools/check_dataset.py prw_train"
     )
 
 

@@ -120,6 +120,6 @@ def test_train_net_without_prw_names_file_readme_and_tool(root):
         train_net.main(args)
     assert str(e.value) == (
         f"Dataset 'prw_train': expected annotation file '{root / 'prw' / 'frame_train.mat'}' "
-        "does not exist. See datasets/README.md (PRW); check with: python "
-        "tools/check_dataset.py prw_train"
+        f"does not exist (datasets are read under $REID_DATASETS, now '{root}'). See "
+        "datasets/README.md (PRW); check with: python tools/check_dataset.py prw_train"
     )
