@@ -355,9 +355,9 @@ class DefaultTrainer(TrainerBase):
                 else None
             ),
         ]
-        memory_hook = self.build_memory_init_hook()
-        if memory_hook is not None:
-            ret.insert(1, memory_hook)
+        data_init_hook = self.build_data_init_hook()
+        if data_init_hook is not None:
+            ret.insert(1, data_init_hook)
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -371,10 +371,12 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return [h for h in ret if h is not None]
 
-    def build_memory_init_hook(self) -> Optional[hooks.HookBase]:
-        """A :class:`~hooks.MemoryInitHook` when the model has a memory loss, else None."""
+    def build_data_init_hook(self) -> Optional[hooks.HookBase]:
+        """A :class:`~hooks.DataInitHook` when the model initialises state from its training
+        data (``initialize_from_data``), else None. The trainer supplies one evaluation-
+        transform loader per training domain."""
         model = self.model_without_ddp
-        if getattr(model, "memory_loss", None) is None:
+        if not callable(getattr(model, "initialize_from_data", None)):
             return None
         cfg = self.cfg
 
@@ -388,7 +390,7 @@ class DefaultTrainer(TrainerBase):
             ]
             return [build_feature_extraction_loader(recs, cfg) for recs in per_domain]
 
-        return hooks.MemoryInitHook(model, loaders)
+        return hooks.DataInitHook(model, loaders)
 
     def build_writers(self) -> List:
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
