@@ -55,7 +55,6 @@ def build(config_file: str, weights: str, args, is_tdn: bool) -> torch.nn.Module
     cfg.merge_from_file(config_file)
     cfg.MODEL.DEVICE = args.device
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
-    cfg.MODEL.TDN.TEACHER.ENABLED = False  # training only
     if int(cfg.MODEL.TDN.REID.NUM_PIDS) <= 0:
         cfg.MODEL.TDN.REID.NUM_PIDS = 1
     if int(cfg.MODEL.LOSSES.OIM.NUM_PIDS) <= 0:
