@@ -54,7 +54,7 @@ from torch import nn
 from torchvision.ops import box_iou
 
 from reid_plugins.modeling.losses import CrossEntropyLoss
-from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY, resolve_device
+from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY
 from reid_plugins.modeling.person_search import PersonSearchDetector, to_original
 from reid_plugins.modeling.person_search.common import OneStepSearchBase
 
