@@ -47,6 +47,9 @@ _C.MODEL.BACKBONE.OUT_FEATURES = ["res5"]
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 # Normalisation layer: "BN", "SyncBN" (DDP) or "FrozenBN".
 _C.MODEL.BACKBONE.NORM = "BN"
+# ReLU after the stem's norm layer (False = the stem of M3L's released ResNet / IBN-Net code,
+# which has conv1 -> bn1 -> max-pool; the M3L configs set it).
+_C.MODEL.BACKBONE.STEM_RELU = True
 
 _C.MODEL.HEADS = CN()
 # Name of a head registered in REID_HEADS_REGISTRY.

@@ -14,7 +14,13 @@ One iteration of :class:`MetaStepTrainer` (Zhao et al., CVPR 2021, Alg. 1, Eq. 1
 4. ``L_mte(theta')``: ``torch.func.functional_call`` of the model with theta' on the
    meta-test batch, ``"meta_test"`` stage (MetaBN mixing, Eq. 10);
 5. the real optimiser (Adam, lr beta) steps on ``d(L_mtr(theta) + L_mte(theta'))/dtheta``,
-   which contains the second-order terms through theta'(theta);
+   which contains the second-order terms through theta'(theta). ``outer_gradient="authors"``
+   (default, the authors' released code) builds theta' on a *detached* copy of theta,
+   ``theta' = sg(theta) - alpha * step(g(theta))``, so L_mte reaches theta only through ``g``
+   (the second-order term); ``"full"`` builds theta' from theta itself (the first-order term
+   ``dL_mte/dtheta'`` as well). The first-order part of L_mtr's gradient is ``g`` itself,
+   already computed in step 3: the outer backward runs on L_mte only and ``g`` is added to
+   the gradients (one backward pass through the meta-train graph fewer, same gradient);
 6. the memories are momentum-updated (Eq. 2) after the step (``MODEL.M3L.MEMORY_UPDATE``).
 
 Numerical care: with ``sq_eps = 0``, ``sqrt(v) / sqrt(1 - b2)`` is computed as ``|g|``, so a
@@ -57,6 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MEMORY_UPDATE_MODES = ("forward", "batch")
+OUTER_GRADIENTS = ("authors", "full")
 INNER_OPTIMIZERS = ("adam", "sgd")
 
 
@@ -166,11 +173,19 @@ class MetaStepTrainer(SimpleTrainer):
         inner_lr_follows_schedule: see above; False = constant ``inner_lr``.
         inner_betas, inner_eps, inner_sq_eps: see :func:`fresh_adam_step`.
         inner_weight_decay: L2 weight decay of the inner step; < 0 = each group's own.
-        first_order: drop the second-order terms (theta' built from a detached step).
+        outer_gradient: ``"authors"`` (theta' built on a detached copy of theta: L_mte
+            reaches theta only through the inner gradient) or ``"full"`` (theta' built from
+            theta: also the first-order term of L_mte). Ignored with ``first_order``.
+        first_order: drop the second-order terms (theta' built from a detached step; L_mte's
+            gradient at theta' is applied to theta).
         memory_update: ``"forward"`` (new no-grad forward of the updated model) or
             ``"batch"`` (features of the iteration's own forward passes).
         seed: seed of the meta-test domain draws (same on every process).
         grad_clipper: optional ``fn(parameters)``.
+        reuse_inner_gradient: True = the outer backward runs on L_mte only and adds the inner
+            step's (detached) dL_mtr/dtheta; False = it back-propagates L_mtr + L_mte again
+            (same gradient up to rounding, one backward pass through the meta-train graph
+            more; kept for ``tools/benchmark_m3l.py``).
     """
 
     def __init__(
@@ -189,9 +204,11 @@ class MetaStepTrainer(SimpleTrainer):
         inner_sq_eps: float = 1e-8,
         inner_weight_decay: float = -1.0,
         first_order: bool = False,
+        outer_gradient: str = "authors",
         memory_update: str = "forward",
         seed: int = 0,
         grad_clipper: Optional[Callable] = None,
+        reuse_inner_gradient: bool = True,
     ) -> None:
         super().__init__(model, data_loader, optimizer, grad_clipper=grad_clipper)
         if inner_optimizer not in INNER_OPTIMIZERS:
@@ -203,6 +220,11 @@ class MetaStepTrainer(SimpleTrainer):
             raise ValueError(
                 f"MODEL.M3L.MEMORY_UPDATE must be one of {MEMORY_UPDATE_MODES}, "
                 f"got {memory_update!r}"
+            )
+        if outer_gradient not in OUTER_GRADIENTS:
+            raise ValueError(
+                f"MODEL.M3L.OUTER_GRADIENT must be one of {OUTER_GRADIENTS}, "
+                f"got {outer_gradient!r}"
             )
         if inner_lr < 0 or base_lr <= 0:
             raise ValueError(
@@ -220,8 +242,10 @@ class MetaStepTrainer(SimpleTrainer):
         self.inner_sq_eps = float(inner_sq_eps)
         self.inner_weight_decay = float(inner_weight_decay)
         self.first_order = bool(first_order)
+        self.outer_gradient = outer_gradient
         self.memory_update = memory_update
         self.seed = int(seed)
+        self.reuse_inner_gradient = bool(reuse_inner_gradient)
         self.last_meta_test_domain: Optional[int] = None
 
     # ------------------------------------------------------------------ helpers
@@ -250,20 +274,32 @@ class MetaStepTrainer(SimpleTrainer):
 
     def inner_update(
         self, loss: torch.Tensor, names: Sequence[str], params: Sequence[torch.Tensor]
-    ) -> Dict[str, torch.Tensor]:
-        """theta' = one inner step on ``loss`` (graph kept unless ``first_order``)."""
-        # The graph of ``loss`` is kept: the outer backward also goes through L_mtr(theta).
+    ) -> Tuple[Dict[str, torch.Tensor], List[Optional[torch.Tensor]]]:
+        """theta' = one inner step on ``loss`` (graph kept unless ``first_order``).
+
+        Returns:
+            ``({name: theta'}, [dloss/dtheta detached, or None]``): the second item is the
+            first-order gradient of ``loss``, which the outer step reuses.
+        """
         grads = torch.autograd.grad(
             loss,
             list(params),
             create_graph=not self.first_order,
-            retain_graph=True,
+            retain_graph=not self.first_order or not self.reuse_inner_gradient,
             allow_unused=True,
         )
         lrs, wds = self.inner_hparams(params)
+        # authors: theta' on a detached copy of theta (weight decay too, as their code adds
+        # wd * theta of the copy), so L_mte reaches theta only through the graph of ``grads``.
+        # Parameters L_mtr does not use (no inner gradient, e.g. the meta-test domain's
+        # fc_parallel classifier) keep theta itself, so L_mte still trains them.
+        if self.outer_gradient == "authors" and not self.first_order:
+            base = [p.detach() if g is not None else p for p, g in zip(params, grads)]
+        else:
+            base = list(params)
         if self.inner_optimizer == "adam":
             new = fresh_adam_step(
-                params,
+                base,
                 grads,
                 lrs=lrs,
                 weight_decays=wds,
@@ -272,10 +308,11 @@ class MetaStepTrainer(SimpleTrainer):
                 sq_eps=self.inner_sq_eps,
             )
         else:
-            new = sgd_step(params, grads, lrs=lrs, weight_decays=wds)
+            new = sgd_step(base, grads, lrs=lrs, weight_decays=wds)
         if self.first_order:
             new = [p - (p - q).detach() for p, q in zip(params, new)]
-        return dict(zip(names, new))
+        first = [g.detach() if g is not None else None for g in grads]
+        return dict(zip(names, new)), first
 
     def _check_and_reduce_grads(self, names: Sequence[str], params: Sequence[torch.Tensor]):
         grads = [p.grad for p in params if p.grad is not None]
@@ -301,10 +338,34 @@ class MetaStepTrainer(SimpleTrainer):
                 p.grad.div_(world)
         return norm
 
-    def _finish(self, loss_dict, data_time, names, params, data, collected, extra=None):
-        total = self.sum_losses(loss_dict)
+    def _finish(
+        self,
+        loss_dict,
+        data_time,
+        names,
+        params,
+        data,
+        collected,
+        extra=None,
+        backward_keys: Optional[Sequence[str]] = None,
+        known_grads: Optional[Sequence[Optional[torch.Tensor]]] = None,
+    ):
+        """Backward, checks, metrics, optimiser step and memory update.
+
+        ``backward_keys``: back-propagate only these losses (all when None) and add
+        ``known_grads`` (the gradient of the others, aligned with ``params``) to the result.
+        """
+        total = self.sum_losses(loss_dict)  # non-finite check over all losses
         self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
+        if backward_keys is None:
+            total.backward()
+        else:
+            part = [loss_dict[k] for k in backward_keys]
+            if part:
+                torch.stack(part).sum().backward()
+            for p, g in zip(params, known_grads or ()):
+                if g is not None:
+                    p.grad = g.clone() if p.grad is None else p.grad.add_(g)
         norm = self._check_and_reduce_grads(names, params)
         self.after_backward()
         if self.grad_clipper is not None:
@@ -380,7 +441,7 @@ class MetaStepTrainer(SimpleTrainer):
         )
         mtr = _prefixed(mtr, "mtr")
         l_mtr = self.sum_losses(mtr)
-        new_params = self.inner_update(l_mtr, names, params)
+        new_params, g_mtr = self.inner_update(l_mtr, names, params)
         mte = functional_call(
             self.module,
             new_params,
@@ -400,6 +461,8 @@ class MetaStepTrainer(SimpleTrainer):
             data,
             collected,
             extra={"meta_test_domain": float(t)},
+            backward_keys=list(mte) if self.reuse_inner_gradient else None,
+            known_grads=g_mtr if self.reuse_inner_gradient else None,
         )
 
 
@@ -449,6 +512,7 @@ class MetaTrainer(DefaultTrainer):
             inner_sq_eps=m.INNER_ADAM_SQ_EPS,
             inner_weight_decay=m.INNER_WEIGHT_DECAY,
             first_order=m.FIRST_ORDER,
+            outer_gradient=m.OUTER_GRADIENT,
             memory_update=m.MEMORY_UPDATE,
             seed=seed,
             grad_clipper=build_grad_clipper(cfg),
