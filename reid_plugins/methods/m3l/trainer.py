@@ -18,9 +18,7 @@ One iteration of :class:`MetaStepTrainer` (Zhao et al., CVPR 2021, Alg. 1, Eq. 1
    (default, the authors' released code) builds theta' on a *detached* copy of theta,
    ``theta' = sg(theta) - alpha * step(g(theta))``, so L_mte reaches theta only through ``g``
    (the second-order term); ``"full"`` builds theta' from theta itself (the first-order term
-   ``dL_mte/dtheta'`` as well). The first-order part of L_mtr's gradient is ``g`` itself,
-   already computed in step 3: the outer backward runs on L_mte only and ``g`` is added to
-   the gradients (one backward pass through the meta-train graph fewer, same gradient);
+   ``dL_mte/dtheta'`` as well);
 6. the memories are momentum-updated (Eq. 2) after the step (``MODEL.M3L.MEMORY_UPDATE``).
 
 Numerical care: with ``sq_eps = 0``, ``sqrt(v) / sqrt(1 - b2)`` is computed as ``|g|``, so a
@@ -182,10 +180,6 @@ class MetaStepTrainer(SimpleTrainer):
             ``"batch"`` (features of the iteration's own forward passes).
         seed: seed of the meta-test domain draws (same on every process).
         grad_clipper: optional ``fn(parameters)``.
-        reuse_inner_gradient: True = the outer backward runs on L_mte only and adds the inner
-            step's (detached) dL_mtr/dtheta; False = it back-propagates L_mtr + L_mte again
-            (same gradient up to rounding, one backward pass through the meta-train graph
-            more; kept for ``tools/benchmark_m3l.py``).
     """
 
     def __init__(
@@ -208,7 +202,6 @@ class MetaStepTrainer(SimpleTrainer):
         memory_update: str = "forward",
         seed: int = 0,
         grad_clipper: Optional[Callable] = None,
-        reuse_inner_gradient: bool = True,
     ) -> None:
         super().__init__(model, data_loader, optimizer, grad_clipper=grad_clipper)
         if inner_optimizer not in INNER_OPTIMIZERS:
@@ -245,7 +238,6 @@ class MetaStepTrainer(SimpleTrainer):
         self.outer_gradient = outer_gradient
         self.memory_update = memory_update
         self.seed = int(seed)
-        self.reuse_inner_gradient = bool(reuse_inner_gradient)
         self.last_meta_test_domain: Optional[int] = None
 
     # ------------------------------------------------------------------ helpers
@@ -274,18 +266,17 @@ class MetaStepTrainer(SimpleTrainer):
 
     def inner_update(
         self, loss: torch.Tensor, names: Sequence[str], params: Sequence[torch.Tensor]
-    ) -> Tuple[Dict[str, torch.Tensor], List[Optional[torch.Tensor]]]:
-        """theta' = one inner step on ``loss`` (graph kept unless ``first_order``).
-
-        Returns:
-            ``({name: theta'}, [dloss/dtheta detached, or None]``): the second item is the
-            first-order gradient of ``loss``, which the outer step reuses.
-        """
+    ) -> Dict[str, torch.Tensor]:
+        """theta' = one inner step on ``loss`` (graph kept unless ``first_order``)."""
+        # The graph of ``loss`` is kept: the outer backward also goes through L_mtr(theta).
+        # (Back-propagating L_mte alone and adding these gradients detached saves nothing: the
+        # outer backward's pass through the meta-train forward graph serves both the
+        # first-order term of L_mtr and the Hessian-vector product; measured.)
         grads = torch.autograd.grad(
             loss,
             list(params),
             create_graph=not self.first_order,
-            retain_graph=not self.first_order or not self.reuse_inner_gradient,
+            retain_graph=True,
             allow_unused=True,
         )
         lrs, wds = self.inner_hparams(params)
@@ -311,8 +302,7 @@ class MetaStepTrainer(SimpleTrainer):
             new = sgd_step(base, grads, lrs=lrs, weight_decays=wds)
         if self.first_order:
             new = [p - (p - q).detach() for p, q in zip(params, new)]
-        first = [g.detach() if g is not None else None for g in grads]
-        return dict(zip(names, new)), first
+        return dict(zip(names, new))
 
     def _check_and_reduce_grads(self, names: Sequence[str], params: Sequence[torch.Tensor]):
         grads = [p.grad for p in params if p.grad is not None]
@@ -338,34 +328,10 @@ class MetaStepTrainer(SimpleTrainer):
                 p.grad.div_(world)
         return norm
 
-    def _finish(
-        self,
-        loss_dict,
-        data_time,
-        names,
-        params,
-        data,
-        collected,
-        extra=None,
-        backward_keys: Optional[Sequence[str]] = None,
-        known_grads: Optional[Sequence[Optional[torch.Tensor]]] = None,
-    ):
-        """Backward, checks, metrics, optimiser step and memory update.
-
-        ``backward_keys``: back-propagate only these losses (all when None) and add
-        ``known_grads`` (the gradient of the others, aligned with ``params``) to the result.
-        """
-        total = self.sum_losses(loss_dict)  # non-finite check over all losses
+    def _finish(self, loss_dict, data_time, names, params, data, collected, extra=None):
+        total = self.sum_losses(loss_dict)
         self.optimizer.zero_grad(set_to_none=True)
-        if backward_keys is None:
-            total.backward()
-        else:
-            part = [loss_dict[k] for k in backward_keys]
-            if part:
-                torch.stack(part).sum().backward()
-            for p, g in zip(params, known_grads or ()):
-                if g is not None:
-                    p.grad = g.clone() if p.grad is None else p.grad.add_(g)
+        total.backward()
         norm = self._check_and_reduce_grads(names, params)
         self.after_backward()
         if self.grad_clipper is not None:
@@ -441,7 +407,7 @@ class MetaStepTrainer(SimpleTrainer):
         )
         mtr = _prefixed(mtr, "mtr")
         l_mtr = self.sum_losses(mtr)
-        new_params, g_mtr = self.inner_update(l_mtr, names, params)
+        new_params = self.inner_update(l_mtr, names, params)
         mte = functional_call(
             self.module,
             new_params,
@@ -461,8 +427,6 @@ class MetaStepTrainer(SimpleTrainer):
             data,
             collected,
             extra={"meta_test_domain": float(t)},
-            backward_keys=list(mte) if self.reuse_inner_gradient else None,
-            known_grads=g_mtr if self.reuse_inner_gradient else None,
         )
 
 
