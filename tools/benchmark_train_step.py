@@ -16,7 +16,9 @@ Variants (``--variants``):
   (what the toolbox ran before the fast path).
 * ``peer``: fast-reid's float32 step built from its own package when ``fastreid`` is
   importable; otherwise an equivalent plain torchvision ResNet-50 float32 step (the printout
-  says which).
+  says which);
+* ``peer_fast`` (diagnostic, not in the default list): the plain torchvision step with the same
+  fast path, separating the fast path's own gain from the toolbox's overheads.
 
 Timing is interleaved: after ``--warmup`` steps of each, every repeat runs one step of each
 variant (order alternating), so that all see the same machine load; the medians and the
@@ -192,23 +194,41 @@ def fastreid_step(args) -> Optional[tuple]:
     return step, "fast-reid (its own package) float32"
 
 
-def peer_step(args):
-    found = fastreid_step(args)
-    if found is not None:
-        return found
+def peer_step(args, fast: bool = False):
+    """The peer's float32 step; with ``fast`` the plain torchvision step with the same fast
+    path as the toolbox's (autocast dtype, channels-last, fused Adam): a diagnostic that
+    separates the fast path's own gain from the toolbox's overheads."""
+    if not fast:
+        found = fastreid_step(args)
+        if found is not None:
+            return found
+    from reid_plugins.solver.precision import autocast, resolve_amp_dtype
+
     torch.manual_seed(0)
     model = TorchvisionReID(args.depth, args.num_classes).to(args.device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4)
+    dtype = resolve_amp_dtype("auto", "auto", args.device) if fast else None
+    if fast and dtype is not None:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(
+        model.parameters(), lr=3.5e-4, weight_decay=5e-4, **({"fused": True} if fast else {})
+    )
+    scaler = torch.amp.GradScaler(args.device, enabled=dtype == torch.float16)
     batch = make_batch(args)
     images = torch.stack([b["image"] for b in batch]).to(args.device)
     pids = torch.tensor([b["pid"] for b in batch], device=args.device)
 
     def step():
-        loss = model(images, pids)
+        with autocast(args.device, dtype):
+            loss = model(images, pids)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss.float()).backward()
+        scaler.step(opt)
+        scaler.update()
 
+    if fast:
+        return step, f"plain torchvision ResNet with the fast path: {dtype or 'float32'}, " + (
+            "channels-last, fused Adam" if dtype is not None else "fused Adam"
+        )
     return step, (
         "fast-reid not importable: equivalent plain torchvision ResNet float32 step "
         "(contiguous, torch's default Adam)"
@@ -272,6 +292,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "fast": lambda: toolbox_step(args, True),
         "fp32": lambda: toolbox_step(args, False),
         "peer": lambda: peer_step(args),
+        "peer_fast": lambda: peer_step(args, fast=True),
     }
     unknown = set(args.variants) - set(builders)
     if unknown:
@@ -301,10 +322,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     print(f"\nTraining step on {device} ({result['threads']} threads), {result['setting']}, "
           f"median of {args.repeats} interleaved steps")  # fmt: skip
     ref = "peer" if "peer" in steps else args.variants[-1]
-    print(f"{'variant':<6} {'s/iter':>8} {'CPU s/iter':>11} {'speed-up vs ' + ref:>16}  what")
+    print(f"{'variant':<9} {'s/iter':>8} {'CPU s/iter':>11} {'speed-up vs ' + ref:>16}  what")
     for v, r in result["variants"].items():
         r["speedup_vs_" + ref] = result["variants"][ref]["s_per_iter"] / r["s_per_iter"]
-        print(f"{v:<6} {r['s_per_iter']:8.3f} {r['cpu_s_per_iter']:11.3f} "
+        print(f"{v:<9} {r['s_per_iter']:8.3f} {r['cpu_s_per_iter']:11.3f} "
               f"{r['speedup_vs_' + ref]:15.2f}x  {r['what']}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as f:

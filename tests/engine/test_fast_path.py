@@ -230,3 +230,48 @@ def test_to_float32_casts_nested_low_precision_tensors_only():
     )  # fmt: skip
     assert out[0]["a"].dtype == torch.float32 and out[0]["b"][0].dtype == torch.float32
     assert out[1]["i"].dtype == torch.long and out[1]["s"] == "x"
+
+
+@pytest.mark.parametrize("project", ["oim", "tdn"])
+def test_person_search_models_train_under_the_fast_path(project, tmp_path, monkeypatch):
+    """RoIAlign, NMS, OIM and TDN's heads run under bfloat16 autocast with channels-last
+    weights and a fused optimizer (what SOLVER.AMP auto picks on CPUs with native bf16)."""
+    import os
+
+    from reid_plugins.data.synthetic_scenes import generate_synthetic_scenes
+    from reid_plugins.engine import build_trainer
+
+    torch.set_num_threads(1)
+    root = tmp_path / "datasets"
+    monkeypatch.setenv("REID_DATASETS", str(root))
+    generate_synthetic_scenes(
+        str(root), fmt="cuhk_sysu", num_train_images=6, num_test_images=11, num_train_ids=4,
+        num_test_ids=3, num_cams=2, image_size=(64, 96), appearances=(2, 3),
+        unlabeled_per_image=(0, 1), progress=False,
+    )  # fmt: skip
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    cfg = add_all_configs(get_cfg())
+    cfg.merge_from_file(os.path.join(repo, "projects", project, "synthetic.yaml"))
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "MODEL.BACKBONE.BASE_WIDTH", 8,
+        "MODEL.PERSON_SEARCH.RPN.ANCHOR_SCALES", [2, 4, 8],
+        "MODEL.PERSON_SEARCH.ROI_HEADS.BATCH_SIZE_PER_IMAGE", 16,
+        "INPUT.MIN_SIZE_TRAIN", 64, "INPUT.MAX_SIZE_TRAIN", 96,
+        "DATASETS.TEST", [], "DATALOADER.NUM_WORKERS", 0, "SOLVER.IMS_PER_BATCH", 2,
+        "SOLVER.MAX_ITER", 2, "SOLVER.STEPS", [1], "SOLVER.WARMUP_ITERS", 0,
+        "SOLVER.CHECKPOINT_PERIOD", 100,
+        "OUTPUT_DIR", str(tmp_path / "out"),
+        "SOLVER.AMP.ENABLED", True, "SOLVER.AMP.DTYPE", "bfloat16",
+        "MODEL.CHANNELS_LAST", True, "SOLVER.FUSED", True,
+    ])  # fmt: skip
+    if project == "tdn":
+        cfg.MODEL.TDN.TEACHER.ENABLED = False
+    trainer = build_trainer(cfg)
+    assert isinstance(trainer._trainer, AMPTrainer) and trainer._trainer.dtype == torch.bfloat16
+    before = [p.detach().clone() for p in trainer.model_without_ddp.parameters()]
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    losses = {k: v for k, (v, _) in trainer.storage.latest().items() if k.startswith("loss_")}
+    assert len(losses) >= 4 and all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    after = list(trainer.model_without_ddp.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
