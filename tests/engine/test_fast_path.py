@@ -10,7 +10,7 @@ from reid_plugins.engine.defaults import DefaultTrainer
 from reid_plugins.engine.meta_trainer import MetaTrainer
 from reid_plugins.evaluation import DatasetEvaluator, inference_on_dataset
 from reid_plugins.modeling import build_model
-from reid_plugins.solver import build_optimizer, precision
+from reid_plugins.solver import build_optimizer, get_default_optimizer_params, precision
 from reid_plugins.solver.precision import resolve_amp_dtype, resolve_channels_last, to_float32
 from reid_plugins.utils.testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
 
@@ -174,6 +174,21 @@ def test_fused_optimizer_matches_the_plain_one_and_merges_groups():
             opt.step()
         results[fused] = torch.cat([p.detach().flatten() for p in model.parameters()])
     torch.testing.assert_close(results[True], results[False], rtol=1e-4, atol=1e-5)
+    # merging the groups changes nothing in torch's default implementation (bit for bit)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    groups = get_default_optimizer_params(
+        model, base_lr=1e-3, weight_decay=5e-4, weight_decay_norm=0.0
+    )
+    assert len(groups) > 2
+    opt = torch.optim.Adam(groups, lr=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        sum(model(batch).values()).backward()
+        opt.step()
+    assert torch.equal(
+        torch.cat([p.detach().flatten() for p in model.parameters()]), results[False]
+    )
 
 
 def test_compile_wraps_the_training_model(tmp_path, monkeypatch):
