@@ -30,21 +30,23 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-if __name__ == "__main__":
-    # Idle OpenMP threads sleep instead of spinning: on a shared, busy CPU spinning threads
-    # burn the cores the other threads need and penalise the model with more, smaller kernels
-    # (TDN) far more than the one with a few large batched ones (OIM*). Set OMP_WAIT_POLICY
-    # yourself (e.g. ACTIVE on a dedicated machine) to override.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+# Idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set): on a
+# shared, busy CPU spinning threads burn the cores the other threads need and penalise the
+# model with more, smaller kernels (TDN) far more than the one with a few large batched ones
+# (OIM*). Set OMP_WAIT_POLICY yourself (e.g. ACTIVE on a dedicated machine) to override.
+setup_environment()  # before torch is imported
+
+import torch  # noqa: E402
 
 
 def build(config_file: str, weights: str, args, is_tdn: bool) -> torch.nn.Module:
     """The model of ``config_file`` for timing (see the module docstring)."""
+    import reid_plugins.methods  # noqa: F401  (registers the methods)
     from reid_plugins.checkpoint import Checkpointer
     from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.modeling import build_model
@@ -73,6 +75,7 @@ def build(config_file: str, weights: str, args, is_tdn: bool) -> torch.nn.Module
 def load_images(args) -> List[Dict]:
     """``--images`` scene inputs: random pixels, or the first images of ``--dataset``."""
     if args.dataset:
+        import reid_plugins.methods  # noqa: F401  (registers the methods)
         from reid_plugins.config import add_all_configs, get_cfg
         from reid_plugins.data.scene_build import build_scene_test_loader
 
@@ -214,4 +217,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -32,6 +32,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -94,8 +98,8 @@ def run_worker(args) -> dict:
     import torch
 
     from reid_plugins.evaluation import evaluate_features
-    from reid_plugins.modeling.heads import MetricNet
-    from reid_plugins.modeling.meta_arch.gmn import fused_pairwise_distance
+    from reid_plugins.methods.gmn import MetricNet
+    from reid_plugins.methods.gmn.model import fused_pairwise_distance
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -200,4 +204,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

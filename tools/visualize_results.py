@@ -35,9 +35,13 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 from tqdm import tqdm  # noqa: E402
 
-from reid_plugins.utils import visualizer as vis  # noqa: E402
+from reid_plugins.visualization import visualizer as vis  # noqa: E402
 
 logger = logging.getLogger("reid_plugins.tools.visualize_results")
 
@@ -111,6 +115,7 @@ def _limit(n: Optional[int]) -> Optional[int]:
 
 def _extract_features(args) -> str:
     """Build the model of ``--config-file`` (+ opts, MODEL.WEIGHTS) and save features."""
+    import reid_plugins.methods  # noqa: F401  (registers the methods)
     from reid_plugins.checkpoint import Checkpointer
     from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.data import build_reid_test_loader
@@ -196,8 +201,11 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 
 if __name__ == "__main__":
+    from reid_plugins.utils.errors import run_cli
     from reid_plugins.utils.logger import setup_logger
 
+    def _run(argv):
+        print(f"Wrote {len(main(argv))} PNG file(s)")
+
     setup_logger(name="reid_plugins")
-    out = main()
-    print(f"Wrote {len(out)} PNG file(s)")
+    raise SystemExit(run_cli(_run))

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..solver.precision import AMP_DTYPES
 from ..utils import comm
+from ..utils.errors import is_user_error
 from ..utils.events import EventStorage, get_event_storage
 
 __all__ = [
@@ -105,8 +106,11 @@ class TrainerBase:
                     self.after_step()
                 # ``self.iter == max_iter`` signals completion to after_train hooks.
                 self.iter += 1
-            except Exception:
-                logger.exception("Exception during training:")
+            except Exception as e:
+                if is_user_error(e):  # reported as one line by the tools; traceback in the log
+                    logger.debug("Training stopped at iteration %d:", self.iter, exc_info=True)
+                else:
+                    logger.exception("Exception during training:")
                 raise
             finally:
                 self.after_train()

@@ -7,12 +7,12 @@ import torch
 from reid_plugins.config import add_all_configs, get_cfg
 from reid_plugins.engine import AMPTrainer, SimpleTrainer
 from reid_plugins.engine.defaults import DefaultTrainer
-from reid_plugins.engine.meta_trainer import MetaTrainer
 from reid_plugins.evaluation import DatasetEvaluator, inference_on_dataset
+from reid_plugins.methods.m3l.trainer import MetaTrainer
 from reid_plugins.modeling import build_model
 from reid_plugins.solver import build_optimizer, get_default_optimizer_params, precision
 from reid_plugins.solver.precision import resolve_amp_dtype, resolve_channels_last, to_float32
-from reid_plugins.utils.testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
+from tests._testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
 
 
 @pytest.fixture
@@ -80,6 +80,7 @@ def _tiny_reid_cfg():
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.DEPTH = 18
     cfg.MODEL.BACKBONE.BASE_WIDTH = 4
+    cfg.MODEL.BACKBONE.FROM_SCRATCH = True
     cfg.MODEL.HEADS.NUM_CLASSES = 4
     cfg.SOLVER.IMS_PER_BATCH = 8
     cfg.SOLVER.BASE_LR = 1e-3

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reid_plugins.solver.precision import cpu_has_native_bf16
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 
 def test_gpu_benchmark_tiny_cpu_fallback_prints_every_row(tmp_path, capsys):
