@@ -53,6 +53,24 @@ def test_amp_resolution_rejects_bad_values():
         resolve_channels_last("on", None)
 
 
+def test_config_check_names_a_bad_fast_path_value_in_one_line():
+    from reid_plugins.config import ConfigError
+    from reid_plugins.engine.config_check import check_config
+
+    for key, value in [("SOLVER.AMP.ENABLED", "yes"), ("SOLVER.AMP.DTYPE", "fp8"),
+                       ("TEST.AMP.ENABLED", "fast"), ("MODEL.CHANNELS_LAST", "on")]:  # fmt: skip
+        cfg = add_all_configs(get_cfg())
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = value  # as merged from a YAML file onto the shipped None default
+        with pytest.raises(ConfigError, match=key.rsplit(".", 1)[0].replace(".", r"\.")) as e:
+            check_config(cfg, "x.yaml")
+        assert "\n" not in str(e.value) and repr(value) in str(e.value) and "x.yaml" in str(e.value)
+    check_config(add_all_configs(get_cfg()))  # the defaults pass
+
+
 def test_channels_last_follows_mixed_precision_unless_set():
     assert resolve_channels_last(None, torch.bfloat16) and resolve_channels_last("auto", torch.half)
     assert not resolve_channels_last(None, None)
