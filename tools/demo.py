@@ -36,13 +36,17 @@ import os
 import sys
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
-import cv2
-import numpy as np
-import torch
-from torchvision.transforms.v2 import functional as TF
-from tqdm import tqdm
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torchvision.transforms.v2 import functional as TF  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from reid_plugins.data.detection_utils import read_image  # noqa: E402
 from reid_plugins.data.scene_mapper import scene_resize_shape  # noqa: E402
@@ -480,8 +484,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
+    from reid_plugins.utils.errors import run_cli
     from reid_plugins.utils.logger import setup_logger
 
+    def _run(argv):
+        result = main(argv)
+        print(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=1))
+
     setup_logger(name="reid_plugins")
-    result = main()
-    print(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=1))
+    raise SystemExit(run_cli(_run))

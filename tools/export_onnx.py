@@ -28,6 +28,10 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.checkpoint import Checkpointer  # noqa: E402
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
@@ -134,8 +138,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
+    from reid_plugins.utils.errors import run_cli
     from reid_plugins.utils.logger import setup_logger
 
+    def _run(argv):
+        print(json.dumps(main(argv), indent=2))
+
     setup_logger(name="reid_plugins")
-    s = main()
-    print(json.dumps(s, indent=2))
+    raise SystemExit(run_cli(_run))

@@ -33,6 +33,10 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 OIM_CONFIG = "projects/oim/synthetic.yaml"
 VARIANTS = {
     "baseline": "projects/tdn/synthetic_baseline.yaml",
@@ -246,4 +250,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -35,6 +35,10 @@ from typing import List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 from tqdm import tqdm  # noqa: E402
 
 from reid_plugins.visualization import visualizer as vis  # noqa: E402
@@ -197,8 +201,11 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 
 if __name__ == "__main__":
+    from reid_plugins.utils.errors import run_cli
     from reid_plugins.utils.logger import setup_logger
 
+    def _run(argv):
+        print(f"Wrote {len(main(argv))} PNG file(s)")
+
     setup_logger(name="reid_plugins")
-    out = main()
-    print(f"Wrote {len(out)} PNG file(s)")
+    raise SystemExit(run_cli(_run))

@@ -11,23 +11,43 @@ top of it:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, List
 
 from fvcore.common.config import CfgNode as _FvCfgNode
 
-__all__ = ["CfgNode", "ConfigError", "add_subtree", "get_cfg", "set_global_cfg", "global_cfg"]
+from ..utils.errors import UserError
+
+__all__ = [
+    "CfgNode",
+    "ConfigError",
+    "ConfigFileNotFoundError",
+    "add_subtree",
+    "get_cfg",
+    "set_global_cfg",
+    "global_cfg",
+]
 
 
-class ConfigError(KeyError):
-    """Raised for an unknown key, a wrong type or an unreadable config file.
+class ConfigError(UserError, KeyError):
+    """Raised for an unknown key, a wrong type or value, or an unreadable config file.
 
-    Subclasses ``KeyError`` so that code expecting yacs' ``KeyError`` keeps working, but
-    ``str(err)`` is the plain, readable message (``KeyError`` would quote it).
+    A :class:`~reid_plugins.utils.errors.UserError` (the tools print it as one line). Also a
+    ``KeyError`` so that code expecting yacs' ``KeyError`` keeps working, but ``str(err)`` is
+    the plain, readable message (``KeyError`` would quote it).
     """
+
+    hint = "fix the config file or the KEY VALUE override; --debug shows the traceback"
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return str(self.args[0]) if self.args else ""
+
+
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """A config file (or one of its ``_BASE_`` files) does not exist."""
+
+    hint = "check the path given to --config-file (relative paths start at the current folder)"
 
 
 class CfgNode(_FvCfgNode):
@@ -46,15 +66,16 @@ class CfgNode(_FvCfgNode):
             allow_unsafe: allow python tags in YAML (fvcore semantics).
 
         Raises:
-            FileNotFoundError: the file (or one of its ``_BASE_`` files) does not exist.
+            ConfigFileNotFoundError: (a ``FileNotFoundError``) the file, or one of its
+                ``_BASE_`` files, does not exist.
             ConfigError: a key in the file does not exist in the config, or has the wrong type.
         """
         if not os.path.isfile(cfg_filename):
-            raise FileNotFoundError(f"Config file not found: '{cfg_filename}'")
+            raise ConfigFileNotFoundError(f"Config file not found: '{cfg_filename}'")
         try:
             loaded = self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe)
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"While loading config '{cfg_filename}': {e}") from e
+            raise ConfigFileNotFoundError(f"While loading config '{cfg_filename}': {e}") from e
         except Exception as e:  # yaml syntax errors etc.
             raise ConfigError(f"Cannot parse config file '{cfg_filename}': {e}") from e
         loaded = type(self)(loaded)
@@ -86,6 +107,9 @@ class CfgNode(_FvCfgNode):
     def dump(self, *args, **kwargs) -> str:
         """YAML dump of the config (same as fvcore's)."""
         return super().dump(*args, **kwargs)
+
+
+logger = logging.getLogger(__name__)
 
 
 global_cfg = CfgNode()

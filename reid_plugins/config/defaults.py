@@ -45,6 +45,10 @@ _C.MODEL.BACKBONE.FREEZE_AT = 0
 _C.MODEL.BACKBONE.OUT_FEATURES = ["res5"]
 # Local path to ImageNet weights (torchvision / IBN-Net state dict); "" = random init.
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
+# Train the backbone from random weights on purpose. False: training refuses to start when
+# PRETRAIN_PATH and MODEL.WEIGHTS are both empty (the papers start from ImageNet); True:
+# synthetic benchmarks and tests. Evaluation is not affected.
+_C.MODEL.BACKBONE.FROM_SCRATCH = False
 # Normalisation layer: "BN", "SyncBN" (DDP) or "FrozenBN".
 _C.MODEL.BACKBONE.NORM = "BN"
 

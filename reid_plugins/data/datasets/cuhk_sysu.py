@@ -318,7 +318,10 @@ def _records(
 ) -> List[Dict[str, Any]]:
     img_dir = os.path.join(root, "Image", "SSM")
     paths = {n: os.path.join(img_dir, n) for n in names}
-    sizes = read_image_sizes(paths, os.path.join(root, _ANNO, "image_sizes.json"))
+    order = {n: i for i, n in enumerate(boxes)}  # Images.mat order
+    images_mat = os.path.join(root, _ANNO, "Images.mat")
+    listed_in = {n: f"{images_mat}: Img[{order.get(n, '?')}]" for n in names}
+    sizes = read_image_sizes(paths, os.path.join(root, _ANNO, "image_sizes.json"), listed_in)
     return [
         {
             "file_name": paths[n],
