@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -244,7 +245,13 @@ def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
         return model
     if torch.cuda.is_available() and next(model.parameters()).is_cuda:
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    return DistributedDataParallel(model, **kwargs)
+    with warnings.catch_warnings():
+        # torch >= 2.10 deprecates broadcast_buffers but says to keep broadcast_buffers=False
+        # for rank-local buffers (memory banks) until its replacement exists.
+        warnings.filterwarnings(
+            "ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning
+        )
+        return DistributedDataParallel(model, **kwargs)
 
 
 class DefaultTrainer(TrainerBase):

@@ -5,7 +5,6 @@ the main options, unregistered dataset names (the error lists the registered one
 query / gallery / training sets (the error names the dataset).
 """
 
-
 import numpy as np
 import pytest
 import torch
