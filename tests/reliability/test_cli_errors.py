@@ -83,8 +83,8 @@ def _cases(root, cfg_file):
             ["Market-1501", empty, "REID_DATASETS"],
         ),
         (
-            "corrupt image",
-            train_net_cmd(cfg_file, out, opts=["DATASETS.TEST", "[]"]),
+            "corrupt image (read in a DataLoader worker process)",
+            train_net_cmd(cfg_file, out, opts=["DATASETS.TEST", "[]", "DATALOADER.NUM_WORKERS", "1"]),
             {"REID_DATASETS": corrupt},
             ["Cannot read image", "bounding_box_train", "DATALOADER.SKIP_CORRUPT True"],
         ),
