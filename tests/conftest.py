@@ -3,6 +3,9 @@
 import logging
 
 import pytest
+import torch
+
+import reid_plugins.methods  # noqa: F401  (registers the built-in methods, as the tools do)
 
 
 @pytest.fixture(autouse=True)
@@ -15,3 +18,13 @@ def _propagate_package_logs():
     logger.propagate = True
     yield
     logger.propagate = old
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Run a module's tests on one torch thread: tiny convolutions run faster (and robustly on
+    a busy machine) that way. The previous thread count is restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -46,6 +46,7 @@ import torch  # noqa: E402
 
 def build(config_file: str, weights: str, args, is_tdn: bool) -> torch.nn.Module:
     """The model of ``config_file`` for timing (see the module docstring)."""
+    import reid_plugins.methods  # noqa: F401  (registers the methods)
     from reid_plugins.checkpoint import Checkpointer
     from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.modeling import build_model
@@ -74,6 +75,7 @@ def build(config_file: str, weights: str, args, is_tdn: bool) -> torch.nn.Module
 def load_images(args) -> List[Dict]:
     """``--images`` scene inputs: random pixels, or the first images of ``--dataset``."""
     if args.dataset:
+        import reid_plugins.methods  # noqa: F401  (registers the methods)
         from reid_plugins.config import add_all_configs, get_cfg
         from reid_plugins.data.scene_build import build_scene_test_loader
 

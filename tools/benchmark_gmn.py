@@ -98,8 +98,8 @@ def run_worker(args) -> dict:
     import torch
 
     from reid_plugins.evaluation import evaluate_features
-    from reid_plugins.modeling.heads import MetricNet
-    from reid_plugins.modeling.meta_arch.gmn import fused_pairwise_distance
+    from reid_plugins.methods.gmn import MetricNet
+    from reid_plugins.methods.gmn.model import fused_pairwise_distance
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

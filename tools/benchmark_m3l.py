@@ -5,7 +5,7 @@
     python tools/benchmark_m3l.py --depth 50 --base-width 64 --height 256 --width 128 \\
         --batch 64 --device cuda                                   # the paper's setting
 
-Both iterations run through :class:`reid_plugins.engine.meta_trainer.MetaStepTrainer` on the
+Both iterations run through :class:`reid_plugins.methods.m3l.trainer.MetaStepTrainer` on the
 same :class:`~reid_plugins.modeling.meta_arch.M3L` model and the same fixed batches (one per
 source domain): the baseline is ``META_LEARNING=False`` with the memory updated from the
 iteration's own features (exactly ``ReIDBaseline``'s step), and ``baseline_forward`` the
@@ -48,12 +48,12 @@ setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless 
 
 import torch  # noqa: E402
 
+import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
-from reid_plugins.engine.meta_trainer import MetaStepTrainer  # noqa: E402
+from reid_plugins.methods.m3l import M3L, MetaBNHead  # noqa: E402
+from reid_plugins.methods.m3l.trainer import MetaStepTrainer  # noqa: E402
 from reid_plugins.modeling.backbone import build_backbone  # noqa: E402
-from reid_plugins.modeling.heads import MetaBNHead  # noqa: E402
 from reid_plugins.modeling.losses import MemoryLoss, TripletLoss  # noqa: E402
-from reid_plugins.modeling.meta_arch import M3L  # noqa: E402
 from reid_plugins.solver import build_optimizer  # noqa: E402
 from reid_plugins.utils.events import EventStorage  # noqa: E402
 

@@ -51,7 +51,7 @@ from tqdm import tqdm  # noqa: E402
 from reid_plugins.data.detection_utils import read_image  # noqa: E402
 from reid_plugins.data.scene_mapper import scene_resize_shape  # noqa: E402
 from reid_plugins.evaluation.evaluator import inference_context  # noqa: E402
-from reid_plugins.utils import visualizer as vis  # noqa: E402
+from reid_plugins.visualization import visualizer as vis  # noqa: E402
 
 logger = logging.getLogger("reid_plugins.tools.demo")
 
@@ -435,6 +435,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def load_model(config_file: str, opts: Sequence[str]):
     """``(cfg, model)``: defaults + every method's keys, the file, the overrides; weights
     from ``MODEL.WEIGHTS`` (required)."""
+    import reid_plugins.methods  # noqa: F401  (registers the methods)
     from reid_plugins.checkpoint import Checkpointer
     from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.modeling import build_model

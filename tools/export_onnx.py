@@ -32,6 +32,7 @@ from reid_plugins.utils.env import setup_environment  # noqa: E402
 
 setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
 
+import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.checkpoint import Checkpointer  # noqa: E402
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
 from reid_plugins.export import build_export_wrapper, export_onnx, verify_onnx  # noqa: E402

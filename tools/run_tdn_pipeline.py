@@ -234,7 +234,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     ]
     for name, res in runs.items():
         a, b = _search(res["no_rcp"]), _search(res.get("rcp", {}))
-        det = res["no_rcp"].get("detection", {}).get("AP", float("nan"))
+        det_thresh = res["no_rcp"].get("search", {}).get("det_thresh", 0.5)  # AP at this score
+        det = res["no_rcp"].get("detection", {}).get(f"AP@{det_thresh:g}", float("nan"))
         lines.append(
             f"{name:<14} {a.get('mAP', 0):7.2f} {a.get('top-1', 0):7.2f} "
             f"{b.get('mAP', float('nan')):8.2f} {b.get('top-1', float('nan')):10.2f} {det:7.2f}"

@@ -26,6 +26,7 @@ from reid_plugins.utils.env import setup_environment  # noqa: E402  (before torc
 
 setup_environment()
 
+import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.checkpoint import Checkpointer  # noqa: E402
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
 from reid_plugins.config.config import check_config  # noqa: E402

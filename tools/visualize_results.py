@@ -41,7 +41,7 @@ setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless 
 
 from tqdm import tqdm  # noqa: E402
 
-from reid_plugins.utils import visualizer as vis  # noqa: E402
+from reid_plugins.visualization import visualizer as vis  # noqa: E402
 
 logger = logging.getLogger("reid_plugins.tools.visualize_results")
 
@@ -115,6 +115,7 @@ def _limit(n: Optional[int]) -> Optional[int]:
 
 def _extract_features(args) -> str:
     """Build the model of ``--config-file`` (+ opts, MODEL.WEIGHTS) and save features."""
+    import reid_plugins.methods  # noqa: F401  (registers the methods)
     from reid_plugins.checkpoint import Checkpointer
     from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.data import build_reid_test_loader

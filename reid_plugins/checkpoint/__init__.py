@@ -8,3 +8,4 @@ from .checkpointer import (  # noqa: F401
     atomic_write_bytes,
     stale_temp_files,
 )
+from .io import load_torch_file, read_state_dict  # noqa: F401

@@ -1,10 +1,18 @@
-"""Config: ``get_cfg()`` and the ``add_<method>_config`` functions."""
+"""Config: ``get_cfg()``, the config-adder registry and the shared person-search keys.
 
-from .config import CfgNode, ConfigError, get_cfg, global_cfg, set_global_cfg
+Each method's ``add_<method>_config(cfg)`` lives in its own package
+(``reid_plugins.methods.<method>.config``) and is registered with
+:func:`register_config_adder` where it is defined; :func:`add_all_configs` applies every
+registered adder. Importing :mod:`reid_plugins.methods` (the tools do) registers the built-in
+methods; user plugins register theirs the same way.
+"""
+
+from .config import CfgNode, ConfigError, add_subtree, get_cfg, global_cfg, set_global_cfg
 
 __all__ = [
     "CfgNode",
     "ConfigError",
+    "add_subtree",
     "get_cfg",
     "global_cfg",
     "set_global_cfg",
@@ -25,16 +33,12 @@ def register_config_adder(fn):
 def add_all_configs(cfg):
     """Apply every registered ``add_<method>_config`` (what ``tools/train_net.py`` uses).
 
-    Importing :mod:`reid_plugins.modeling` registers the method adders.
+    Only adders already registered are applied: import :mod:`reid_plugins.methods` (and any
+    plugin module) first. Returns ``cfg``.
     """
-    import reid_plugins.modeling  # noqa: F401  (registers methods and their adders)
-
     for fn in _CONFIG_ADDERS:
         fn(cfg)
     return cfg
 
 
-from .gmn_config import add_gmn_config  # noqa: E402,F401  (registers the GMN adder)
-from .m3l_config import add_m3l_config  # noqa: E402,F401
-from .person_search_config import add_person_search_config  # noqa: E402,F401
-from .tdn_config import add_tdn_config  # noqa: E402,F401  (registers the TDN adder)
+from .person_search_config import add_person_search_config  # noqa: E402,F401  (shared keys)

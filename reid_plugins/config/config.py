@@ -24,6 +24,7 @@ __all__ = [
     "CfgNode",
     "ConfigError",
     "ConfigFileNotFoundError",
+    "add_subtree",
     "check_config",
     "get_cfg",
     "set_global_cfg",
@@ -240,3 +241,21 @@ def set_global_cfg(cfg: CfgNode) -> None:
     """Store ``cfg`` in :data:`global_cfg` (for code that has no config argument)."""
     global_cfg.clear()
     global_cfg.update(cfg)
+
+
+def add_subtree(parent: "CfgNode", key: str, defaults: "CfgNode") -> "CfgNode":
+    """Add ``parent[key] = defaults``, or only the keys of ``defaults`` missing under an
+    existing ``parent[key]`` (recursively): the one idiom of every ``add_<method>_config``.
+
+    Idempotent and never overwrites a value that is already set. Returns ``parent[key]``.
+    """
+    if key not in parent:
+        parent[key] = defaults
+        return parent[key]
+    node = parent[key]
+    for name, value in defaults.items():
+        if isinstance(value, _FvCfgNode) and name in node:
+            add_subtree(node, name, value)
+        elif name not in node:
+            node[name] = value
+    return node

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import register_config_adder
 from .config import CfgNode as CN
+from .config import add_subtree
 
 __all__ = ["add_person_search_config"]
 
@@ -91,11 +92,6 @@ def add_person_search_config(cfg: CN) -> CN:
 
     Existing keys are left unchanged (idempotent). Returns ``cfg``.
     """
-    if "PERSON_SEARCH" not in cfg.MODEL:
-        cfg.MODEL.PERSON_SEARCH = _person_search_node()
-    if "SEARCH" not in cfg.TEST:
-        cfg.TEST.SEARCH = CN()
-    for key, value in _TEST_SEARCH_KEYS.items():
-        if key not in cfg.TEST.SEARCH:
-            cfg.TEST.SEARCH[key] = value
+    add_subtree(cfg.MODEL, "PERSON_SEARCH", _person_search_node())
+    add_subtree(cfg.TEST, "SEARCH", CN(_TEST_SEARCH_KEYS))
     return cfg

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import UserDict
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 __all__ = ["DatasetCatalog", "MetadataCatalog", "Metadata", "dataset_root"]
 
@@ -21,6 +21,10 @@ def dataset_root() -> str:
 
 class _DatasetCatalog(UserDict):
     """Global name -> function mapping (singleton :data:`DatasetCatalog`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: Dict[Tuple[str, str], Tuple[Callable, List[Dict[str, Any]]]] = {}
 
     def register(self, name: str, func: Callable[[], List[Dict[str, Any]]]) -> None:
         """Register ``func`` (returning ``list[dict]``) under ``name``.
@@ -35,7 +39,11 @@ class _DatasetCatalog(UserDict):
         self[name] = func
 
     def get(self, name: str) -> List[Dict[str, Any]]:  # type: ignore[override]
-        """Call the function registered as ``name`` and return its records.
+        """The records of the function registered as ``name``.
+
+        The function runs once per name and ``$REID_DATASETS``; later calls return new
+        record dicts (shallow copies) of the cached result, so callers may add keys freely.
+        :meth:`clear_cache` forgets the results (e.g. after rewriting a dataset on disk).
 
         Raises:
             KeyError: ``name`` is not registered (the message lists the registered names).
@@ -46,15 +54,25 @@ class _DatasetCatalog(UserDict):
             raise KeyError(
                 f"Dataset '{name}' is not registered. Registered datasets: {', '.join(sorted(self))}"
             ) from e
-        return func()
+        key = (name, os.environ.get("REID_DATASETS", ""))
+        cached = self._cache.get(key)
+        if cached is None or cached[0] is not func:
+            cached = self._cache[key] = (func, func())
+        return [dict(r) if isinstance(r, dict) else r for r in cached[1]]
+
+    def clear_cache(self) -> None:
+        """Forget the loaded records (the next :meth:`get` calls the functions again)."""
+        self._cache.clear()
 
     def list(self) -> List[str]:
         """Registered names."""
         return list(self.keys())
 
     def remove(self, name: str) -> None:
-        """Unregister ``name``."""
+        """Unregister ``name`` (and forget its cached records)."""
         self.pop(name)
+        for key in [k for k in self._cache if k[0] == name]:
+            del self._cache[key]
 
 
 DatasetCatalog = _DatasetCatalog()

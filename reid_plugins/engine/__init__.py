@@ -10,10 +10,7 @@ from .defaults import (  # noqa: F401
     default_setup,
     default_writers,
 )
-from .gmn_hooks import DPWarmupHook, GMNTrainer  # noqa: F401,E402
 from .hooks import HookBase  # noqa: F401
 from .launch import launch  # noqa: F401
-from .meta_trainer import MetaStepTrainer, MetaTrainer  # noqa: F401,E402
 from .person_search_trainer import PersonSearchTrainer  # noqa: F401
-from .tdn_hooks import TDNTrainer, TeacherWeightHook  # noqa: F401,E402
 from .train_loop import AMPTrainer, NonFiniteLossError, SimpleTrainer, TrainerBase  # noqa: F401

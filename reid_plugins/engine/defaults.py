@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import Checkpointer
 from ..modeling import build_model
+from ..modeling.backbone.build import check_pretrained_backbone
 from ..solver import build_grad_clipper, build_lr_scheduler, build_optimizer
 from ..utils import comm
 from ..utils.env import collect_env_info, local_process_count, seed_all_rng, set_deterministic
@@ -272,9 +273,11 @@ class DefaultTrainer(TrainerBase):
         if not log.isEnabledFor(logging.INFO):
             setup_logger()
         self.cfg = cfg
-        model = self.build_model(cfg)
-        self.optimizer = optimizer = self.build_optimizer(cfg, model)
+        # data first, then the model with what the data says (identities per training set)
         data_loader = self.build_train_loader(cfg)
+        model = self.build_model(cfg, getattr(data_loader, "num_pids_per_domain", None))
+        self.optimizer = optimizer = self.build_optimizer(cfg, model)
+        check_pretrained_backbone(cfg, model)  # after the data: a missing dataset is named first
         self.model_without_ddp = model
         model = create_ddp_model(
             model, broadcast_buffers=False, find_unused_parameters=self.find_unused_parameters(cfg)
@@ -291,9 +294,13 @@ class DefaultTrainer(TrainerBase):
 
     # ------------------------------------------------------------------ building blocks
     @classmethod
-    def build_model(cls, cfg) -> torch.nn.Module:
-        """``build_model(cfg)``; logs the model."""
-        model = build_model(cfg)
+    def build_model(cls, cfg, num_pids_per_domain: Optional[List[int]] = None) -> torch.nn.Module:
+        """``build_model(cfg, num_pids_per_domain)``; logs the model.
+
+        In training ``num_pids_per_domain`` is the training loader's attribute of that name
+        (identities of each ``DATASETS.TRAIN`` set); without it (``--eval-only``, a loader
+        that does not say) the model is built for inference."""
+        model = build_model(cfg, num_pids_per_domain)
         logger.info("Model:\n%s", model)
         return model
 
@@ -355,9 +362,9 @@ class DefaultTrainer(TrainerBase):
                 else None
             ),
         ]
-        memory_hook = self.build_memory_init_hook()
-        if memory_hook is not None:
-            ret.insert(1, memory_hook)
+        data_init_hook = self.build_data_init_hook()
+        if data_init_hook is not None:
+            ret.insert(1, data_init_hook)
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -371,10 +378,12 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return [h for h in ret if h is not None]
 
-    def build_memory_init_hook(self) -> Optional[hooks.HookBase]:
-        """A :class:`~hooks.MemoryInitHook` when the model has a memory loss, else None."""
+    def build_data_init_hook(self) -> Optional[hooks.HookBase]:
+        """A :class:`~hooks.DataInitHook` when the model initialises state from its training
+        data (``initialize_from_data``), else None. The trainer supplies one evaluation-
+        transform loader per training domain."""
         model = self.model_without_ddp
-        if getattr(model, "memory_loss", None) is None:
+        if not callable(getattr(model, "initialize_from_data", None)):
             return None
         cfg = self.cfg
 
@@ -388,7 +397,7 @@ class DefaultTrainer(TrainerBase):
             ]
             return [build_feature_extraction_loader(recs, cfg) for recs in per_domain]
 
-        return hooks.MemoryInitHook(model, loaders)
+        return hooks.DataInitHook(model, loaders)
 
     def build_writers(self) -> List:
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)

@@ -1,6 +1,6 @@
 """ReID ranking metrics (Market-1501 protocol): CMC, mAP and mINP.
 
-Protocol (``/work/shared/specs/evaluation.md``, ReID section), for every query:
+Protocol (the Market-1501 CMC/mAP evaluation of the field's reference code), for every query:
 
 1. Rank the whole gallery by increasing distance. **Ties keep gallery order**: the sort is
    stable, so of two gallery samples at the same distance the one with the smaller gallery

@@ -12,7 +12,7 @@ All boxes are ``x1, y1, x2, y2`` in original image pixels (continuous coordinate
 similarities are cosine (dot products of L2-normalised features). Metrics are fractions in
 ``[0, 1]`` here (the evaluator reports percentages).
 
-Protocol decisions (see ``/work/shared/specs/evaluation.md``):
+Protocol decisions (the CUHK-SYSU / PRW search evaluation of OIM, NAE and SeqNet):
 
 * A detection is kept when ``score >= det_thresh``. Gallery images whose detections are all
   dropped still count in the recall denominator of every query they contain.

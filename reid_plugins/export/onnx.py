@@ -33,6 +33,7 @@ from torch import nn
 
 from ..checkpoint.checkpointer import new_file_mode
 from ..modeling.meta_arch.baseline import ReIDBaseline
+from ..utils import comm
 
 __all__ = [
     "EXPORT_WRAPPERS",
@@ -137,10 +138,6 @@ class CropFeatureWrapper(nn.Module):
         return F.normalize(out, dim=1) if self.normalize else out
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def build_export_wrapper(model: nn.Module, method: Optional[str] = None) -> nn.Module:
     """The crops -> features module to export for ``model`` (see the module docstring).
 
@@ -151,7 +148,7 @@ def build_export_wrapper(model: nn.Module, method: Optional[str] = None) -> nn.M
     Raises:
         TypeError: no registered factory and no ``reid_head_on_crops`` method.
     """
-    model = _unwrap(model)
+    model = comm.unwrap_model(model)
     if method:
         return CropFeatureWrapper(model, method)
     for cls in type(model).__mro__:

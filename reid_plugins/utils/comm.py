@@ -99,3 +99,14 @@ def shared_random_seed() -> int:
     """A random integer identical on all processes (rank 0's draw)."""
     seed = int(np.random.randint(2**31))
     return all_gather(seed)[0]
+
+
+def unwrap_model(model: "torch.nn.Module") -> "torch.nn.Module":
+    """The model inside DDP / DataParallel / ``torch.compile`` wrappers (any nesting)."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model

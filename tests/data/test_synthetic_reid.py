@@ -14,7 +14,7 @@ import pytest
 from reid_plugins.data import DatasetCatalog, MetadataCatalog
 from reid_plugins.data import synthetic_reid as syn
 from reid_plugins.data.datasets.market1501 import load_market_style
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 DOMAINS = ("synA", "synB", "synC", "synD")
 SMALL = dict(num_train_ids=4, num_test_ids=12, images_per_id_per_cam=2, num_cams=3)

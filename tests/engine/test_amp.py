@@ -5,9 +5,9 @@ import torch
 
 from reid_plugins.config import add_all_configs, get_cfg
 from reid_plugins.engine import AMPTrainer, SimpleTrainer
-from reid_plugins.engine.meta_trainer import MetaTrainer
+from reid_plugins.methods.m3l.trainer import MetaTrainer
 from reid_plugins.utils.events import EventStorage
-from reid_plugins.utils.testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
+from tests._testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
 
 
 def _train(trainer, iters):

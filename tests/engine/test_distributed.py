@@ -3,7 +3,7 @@
 import torch
 
 from reid_plugins.engine import launch
-from reid_plugins.utils.testing import toy_ddp_worker
+from tests._testing import toy_ddp_worker
 
 
 def test_gloo_ddp_two_processes(tmp_path):

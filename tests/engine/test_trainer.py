@@ -9,7 +9,7 @@ from reid_plugins.checkpoint import Checkpointer
 from reid_plugins.config import get_cfg
 from reid_plugins.engine import HookBase, NonFiniteLossError, SimpleTrainer
 from reid_plugins.solver import build_lr_scheduler
-from reid_plugins.utils.testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
+from tests._testing import ToyClassifier, ToyStream, ToyTrainer, toy_trainer_cfg
 
 
 class RecordingHook(HookBase):

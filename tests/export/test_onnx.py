@@ -22,7 +22,7 @@ from reid_plugins.export import (
 )
 from reid_plugins.export.onnx import OnnxVerificationError
 from reid_plugins.modeling import build_model
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

@@ -37,7 +37,7 @@ from reid_plugins.evaluation.search_metrics import (
     search_prw,
 )
 from reid_plugins.modeling.person_search.detector import gt_targets
-from reid_plugins.utils.testing import write_tiny_image
+from tests._testing import write_tiny_image
 
 
 # ----------------------------------------------------------------------------- parsers

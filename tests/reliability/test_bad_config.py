@@ -18,7 +18,7 @@ from reid_plugins.evaluation import evaluate_rank
 from reid_plugins.evaluation.reid_evaluation import ReIDEvaluator
 from reid_plugins.modeling import build_model
 from reid_plugins.solver import build_lr_scheduler, build_optimizer
-from reid_plugins.utils.testing import load_tool, write_tiny_image
+from tests._testing import load_tool, write_tiny_image
 
 
 def _train_net():

@@ -37,7 +37,7 @@ from reid_plugins.data.datasets.cuhk_sysu import (
 from reid_plugins.data.datasets.msmt17 import load_msmt17
 from reid_plugins.data.datasets.prw import load_prw_annotation, load_prw_gallery, load_prw_train
 from reid_plugins.data.synthetic_scenes import generate_synthetic_scenes
-from reid_plugins.utils.testing import (
+from tests._testing import (
     ToyClassifier,
     ToyTrainer,
     toy_trainer_cfg,

@@ -15,7 +15,7 @@ import torch
 from reid_plugins.data import DatasetCatalog
 from reid_plugins.engine import launch
 from reid_plugins.evaluation import evaluate_rank
-from reid_plugins.utils.testing import reid_eval_worker, write_tiny_image
+from tests._testing import reid_eval_worker, write_tiny_image
 
 NAME = "reliability_ddp_eval_test"
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from reid_plugins.checkpoint import Checkpointer
 from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 BG = 128  # background grey of the synthetic scenes
 RED, BLUE, GREEN = (220, 30, 30), (30, 30, 220), (30, 200, 30)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from reid_plugins.data.synthetic_reid import generate_synthetic_reid
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

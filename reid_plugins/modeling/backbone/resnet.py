@@ -19,6 +19,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ...checkpoint.io import read_state_dict
 from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .ibn import IBN, NORM_TYPES, convert_frozen_batchnorm, get_norm
@@ -354,30 +355,7 @@ def resnet_to_torchvision_key(key: str) -> str:
 
 
 def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # old pickles with non-tensor objects
-        logger.warning(
-            "weights_only load of '%s' failed (%s); retrying with full unpickling", path, e
-        )
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    while isinstance(obj, dict):
-        inner = next(
-            (obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), dict)), None
-        )
-        if inner is None:
-            break
-        obj = inner
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(
-            f"MODEL.BACKBONE.PRETRAIN_PATH='{path}' does not hold a state dict of tensors "
-            "(expected a dict, optionally wrapped as {'state_dict': ...} or {'model': ...})"
-        )
-    state = {}
-    for k, v in obj.items():
-        while k.startswith("module."):
-            k = k[len("module.") :]
-        state[k] = v
+    state = read_state_dict(path, key="MODEL.BACKBONE.PRETRAIN_PATH")
     if any(k.startswith("backbone.") for k in state):  # a whole-model checkpoint
         state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
     return state

@@ -1,21 +1,15 @@
-"""Losses, each an ``nn.Module``."""
+"""Losses shared by several methods, each an ``nn.Module`` (method-only losses live in
+``reid_plugins.methods.<method>``)."""
 
 from .cross_entropy import CrossEntropyLoss
 from .memory import MemoryBank, MemoryLoss, extract_and_initialize
-from .oim import UNLABELED_PID, OIMLoss
-from .pair_bce import PairBCELoss
-from .pic import PairIdentityCenterLoss
 from .triplet import TripletLoss, euclidean_dist
 
 __all__ = [
     "CrossEntropyLoss",
     "MemoryBank",
     "MemoryLoss",
-    "OIMLoss",
-    "PairBCELoss",
-    "PairIdentityCenterLoss",
     "TripletLoss",
-    "UNLABELED_PID",
     "euclidean_dist",
     "extract_and_initialize",
 ]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import logging
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..backbone import Backbone, build_backbone
 from ..heads import build_reid_head
-from ..losses import CrossEntropyLoss, MemoryLoss, TripletLoss
+from ..losses import CrossEntropyLoss, MemoryLoss, TripletLoss, extract_and_initialize
 from .build import META_ARCH_REGISTRY
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ReIDBaseline", "Batch"]
 
@@ -35,7 +38,8 @@ class ReIDBaseline(nn.Module):
       memory, on the post-BN feature. The memory rows of the batch identities are
       momentum-updated (Eq. 2) right after the loss is computed, from the same detached
       features; since memories are not parameters this equals updating after the optimizer
-      step. Memories must be initialised before training (``MemoryInitHook``).
+      step. Memories are initialised before training by :meth:`initialize_from_data`
+      (called by the trainer's ``DataInitHook``).
 
     Inference returns ``[{"feature": L2-normalised post-BN feature}]`` per input.
 
@@ -65,8 +69,6 @@ class ReIDBaseline(nn.Module):
                 "Cross-entropy loss enabled but the head has no classifier "
                 "(MODEL.HEADS.CLS_LAYER / NUM_CLASSES)"
             )
-        if ce_loss is None and triplet_loss is None and memory_loss is None:
-            raise ValueError("ReIDBaseline needs at least one loss (MODEL.LOSSES.*.ENABLED)")
         self._init_network(backbone, head, pixel_mean, pixel_std, in_feature)
         self.ce_loss = ce_loss
         self.triplet_loss = triplet_loss
@@ -98,39 +100,39 @@ class ReIDBaseline(nn.Module):
         return backbone, in_feature, backbone.output_shape()[in_feature].channels
 
     @classmethod
-    def from_config(cls, cfg) -> "ReIDBaseline":
-        from ...data.build import get_reid_train_records, get_train_pids_per_domain
+    def from_config(
+        cls, cfg, num_pids_per_domain: Optional[Sequence[int]] = None
+    ) -> "ReIDBaseline":
+        """Build from ``MODEL.{BACKBONE, HEADS, LOSSES}``.
 
+        Args:
+            num_pids_per_domain: identities of each training set (from the trainer). The
+                classifier has ``MODEL.HEADS.NUM_CLASSES`` outputs when > 0, else their sum;
+                the memory loss one memory per set. None = inference model: no classifier
+                (unless ``NUM_CLASSES`` > 0) and no memory.
+        """
         backbone, in_feature, feat_dim = cls._backbone_from_config(cfg)
         losses = cfg.MODEL.LOSSES
-        records = None
-        num_classes = cfg.MODEL.HEADS.NUM_CLASSES
-        needs_data = (losses.CE.ENABLED and num_classes == 0) or losses.MEMORY.ENABLED
-        if needs_data:
-            if not cfg.DATASETS.TRAIN:
-                raise ValueError(
-                    "MODEL.HEADS.NUM_CLASSES=0 (infer from data) or the memory loss "
-                    "needs DATASETS.TRAIN to be set"
-                )
-            records = get_reid_train_records(cfg)
-            if num_classes == 0:
-                num_classes = max(int(r["pid"]) for r in records) + 1
-        if not losses.CE.ENABLED and cfg.MODEL.HEADS.NUM_CLASSES == 0:
+        num_classes = int(cfg.MODEL.HEADS.NUM_CLASSES)
+        if not losses.CE.ENABLED and num_classes == 0:
             num_classes = 0
+        elif num_classes == 0 and num_pids_per_domain is not None:
+            num_classes = sum(int(n) for n in num_pids_per_domain)
         head = build_reid_head(cfg, feat_dim=feat_dim, num_classes=num_classes)
         memory = None
-        if losses.MEMORY.ENABLED:
+        if losses.MEMORY.ENABLED and num_pids_per_domain is not None:
             memory = MemoryLoss.from_config(
-                cfg,
-                num_pids_per_domain=get_train_pids_per_domain(cfg, records),
-                feat_dim=feat_dim,
+                cfg, num_pids_per_domain=num_pids_per_domain, feat_dim=feat_dim
             )
+        has_classifier = num_classes > 0
         return cls(
             backbone=backbone,
             head=head,
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
             pixel_std=cfg.MODEL.PIXEL_STD,
-            ce_loss=CrossEntropyLoss.from_config(cfg) if losses.CE.ENABLED else None,
+            ce_loss=(
+                CrossEntropyLoss.from_config(cfg) if losses.CE.ENABLED and has_classifier else None
+            ),
             triplet_loss=TripletLoss.from_config(cfg) if losses.TRIPLET.ENABLED else None,
             memory_loss=memory,
             in_feature=in_feature,
@@ -214,12 +216,39 @@ class ReIDBaseline(nn.Module):
             pids = self._domain_pids(batch)
             losses["loss_memory"] = self.memory_loss(out["post_bn"], pids, domain)
             self.memory_loss.update(out["post_bn"].detach(), pids, domain)
+        if not losses:
+            raise RuntimeError(
+                f"{type(self).__name__} has no training loss: it was built for inference "
+                "(build_model(cfg) without num_pids_per_domain), or MODEL.LOSSES enables none"
+            )
         return losses
 
     def inference(self, batched_inputs: Batch) -> List[Dict[str, torch.Tensor]]:
         """``[{"feature": L2-normalised post-BN feature (C,)}]`` per input."""
         feats = nn.functional.normalize(self.extract(batched_inputs)["post_bn"], dim=1)
         return [{"feature": f} for f in feats]
+
+    def initialize_from_data(self, loaders_fn: Callable[[], Sequence[Iterable]]) -> None:
+        """Fill the per-domain memories with the mean feature of each identity, extracted in
+        eval mode from ``loaders_fn()`` (one finite loader per domain, built only if needed).
+
+        Nothing to do without a memory loss, or when every memory is already initialised
+        (restored by ``--resume``: memories and their flags are checkpointed buffers).
+        """
+        memory = self.memory_loss
+        if memory is None:
+            return
+        if all(memory.is_initialized(d) for d in range(memory.num_domains)):
+            logger.info("Memories already initialised (resumed); skipping feature extraction")
+            return
+        logger.info("Initialising %d domain memories by feature extraction", memory.num_domains)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                extract_and_initialize(memory, self.memory_features, loaders_fn())
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def memory_features(self, batch: Batch) -> torch.Tensor:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Optional, Sequence
+
 import torch
 from fvcore.common.registry import Registry
 
@@ -26,8 +29,18 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def build_model(cfg) -> torch.nn.Module:
+def build_model(cfg, num_pids_per_domain: Optional[Sequence[int]] = None) -> torch.nn.Module:
     """Build ``cfg.MODEL.META_ARCHITECTURE`` and move it to ``cfg.MODEL.DEVICE``.
+
+    Data flows one way: the trainer loads the training data first and passes what the model
+    needs to know about it; a model never reads a dataset.
+
+    Args:
+        cfg: the config.
+        num_pids_per_domain: identities of each ``DATASETS.TRAIN`` set, counted by the trainer
+            (sizes of classifiers, memories, OIM lookup tables). None = a model for inference
+            only: parts that exist only for training losses on identities are not built.
+            Passed to ``from_config`` when its signature accepts ``num_pids_per_domain``.
 
     Raises:
         KeyError: the meta-architecture is not registered (message lists registered names).
@@ -39,6 +52,14 @@ def build_model(cfg) -> torch.nn.Module:
             f"{sorted(k for k, _ in META_ARCH_REGISTRY)}"
         )
     cls = META_ARCH_REGISTRY.get(name)
-    model = cls.from_config(cfg) if hasattr(cls, "from_config") else cls(cfg)
+    if hasattr(cls, "from_config"):
+        kwargs = {}
+        if "num_pids_per_domain" in inspect.signature(cls.from_config).parameters:
+            kwargs["num_pids_per_domain"] = (
+                None if num_pids_per_domain is None else [int(n) for n in num_pids_per_domain]
+            )
+        model = cls.from_config(cfg, **kwargs)
+    else:
+        model = cls(cfg)
     model.to(resolve_device(cfg.MODEL.DEVICE))
     return model

@@ -1,7 +1,7 @@
 """The detector skeleton shared by the one-step person-search meta-architectures.
 
-:class:`~reid_plugins.modeling.meta_arch.oim_search.OIMSearch` (OIM*) and
-:class:`~reid_plugins.modeling.meta_arch.tdn.TDN` both run a Faster R-CNN on **Part-1** of a
+:class:`~reid_plugins.methods.oim.model.OIMSearch` (OIM*) and
+:class:`~reid_plugins.methods.tdn.model.TDN` both run a Faster R-CNN on **Part-1** of a
 staged ResNet (``stem .. part1_end``) and re-identify with **Part-2** (the following stages up
 to ``res5``). :class:`OneStepSearchBase` holds what they share: the config -> backbone / RPN /
 RoI-sampler wiring, input normalisation, Part-1, RoIAlign on Part-1, the training pass of the
@@ -34,14 +34,7 @@ from .detector import (
     to_resized,
 )
 
-__all__ = ["DetectorTrainingPass", "OneStepSearchBase", "scene_train_num_pids"]
-
-
-def scene_train_num_pids(cfg) -> int:
-    """Number of labelled identities in the ``DATASETS.TRAIN`` scene records of ``cfg``."""
-    from ...data.scene_build import get_scene_train_records, num_scene_train_pids
-
-    return num_scene_train_pids(get_scene_train_records(cfg))
+__all__ = ["DetectorTrainingPass", "OneStepSearchBase"]
 
 
 @dataclass
