@@ -9,7 +9,7 @@ from reid_plugins.checkpoint import Checkpointer
 from reid_plugins.checkpoint.checkpointer import atomic_torch_save, new_file_mode
 from reid_plugins.config import get_cfg
 from reid_plugins.modeling import build_model
-from reid_plugins.utils.testing import load_tool
+from tests._testing import load_tool
 
 TINY_YAML = """
 MODEL:
