@@ -215,8 +215,10 @@ _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 @contextmanager
 def stop_on_signals(trainer: "DefaultTrainer") -> Iterator[None]:
     """Within the block, SIGINT / SIGTERM ask ``trainer`` to stop after its current iteration
-    (``trainer._stop_signal``); a second signal interrupts at once (``KeyboardInterrupt``).
-    Only installed in the main thread; the previous handlers are restored on exit."""
+    (``trainer._stop_signal``); a second signal, or one during the evaluation after the last
+    iteration (``model_final.pth`` is saved by then), interrupts at once
+    (``KeyboardInterrupt``). Only installed in the main thread; the previous handlers are
+    restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -224,6 +226,8 @@ def stop_on_signals(trainer: "DefaultTrainer") -> Iterator[None]:
     def handler(signum, frame):
         if trainer._stop_signal:
             raise KeyboardInterrupt(f"{_SIGNAL_NAMES.get(signum, signum)} received twice")
+        if trainer.iter >= trainer.max_iter:  # final evaluation: model_final.pth is saved
+            raise KeyboardInterrupt(f"{_SIGNAL_NAMES.get(signum, signum)} after training")
         trainer._stop_signal = signum
         logger.warning(
             "%s received: stopping after iteration %d and saving a checkpoint (send it again "

@@ -215,6 +215,12 @@ def _distributed_worker(
     teardown = True
     try:
         main_func(*args)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once (torch's wrapper would exit 0)
+        if debug_enabled():
+            raise
+        if global_rank == 0:
+            sys.stderr.write("Interrupted.\n")
+        _exit_now(128 + signal.SIGINT)
     except Exception as e:  # noqa: BLE001 - user errors: one line; anything else propagates
         if debug_enabled() or not is_user_error(e):
             raise
