@@ -11,6 +11,7 @@ top of it:
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, List
 
@@ -106,6 +107,9 @@ class CfgNode(_FvCfgNode):
     def dump(self, *args, **kwargs) -> str:
         """YAML dump of the config (same as fvcore's)."""
         return super().dump(*args, **kwargs)
+
+
+logger = logging.getLogger(__name__)
 
 
 global_cfg = CfgNode()

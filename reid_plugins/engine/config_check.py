@@ -1,8 +1,7 @@
-"""``check_config``: a config is checked before anything is built.
+"""``check_config``: a config's mistakes found before any dataset or model is built.
 
-Lives in ``engine`` (not ``config``) because it looks names up in the registries of the
-packages that build things (modeling, data, solver, engine), which the ``config`` package must
-not import.
+It lives in the engine (not in :mod:`reid_plugins.config`) because it checks names against
+the registries of the packages above the config: models, backbones, trainers, datasets.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ import logging
 import os
 from typing import Any, Iterable
 
-from ..config import ConfigError
+from ..config.config import CfgNode, ConfigError
 
 __all__ = ["check_config"]
 
@@ -29,7 +28,7 @@ def _choices_error(key: str, value: Any, choices: Iterable[str], where: str) -> 
     )
 
 
-def check_config(cfg, source: str = ""):
+def check_config(cfg: "CfgNode", source: str = "") -> "CfgNode":
     """Validate ``cfg`` before anything is built; fix what detectron2 also fixes silently.
 
     Run by ``tools/train_net.py`` after merging the file and the overrides, so that a
@@ -127,3 +126,6 @@ def check_config(cfg, source: str = ""):
     dry_run("INPUT settings", lambda: build_reid_transforms(cfg, is_train=True))
     dry_run("INPUT.SIZE_TEST", lambda: build_reid_transforms(cfg, is_train=False))
     return cfg
+
+
+global_cfg = CfgNode()
