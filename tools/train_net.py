@@ -61,11 +61,13 @@ def refuse_to_overwrite(cfg, args) -> None:
         return
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     if cfg.OUTPUT_DIR and os.path.isfile(final):
-        raise OutputDirError(
+        err = OutputDirError(
             f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run ({final}); pass --overwrite to "
             "train again from scratch there, --resume to continue it, or choose another "
             "OUTPUT_DIR"
         )
+        err.hint = ""  # the message says what to do
+        raise err
 
 
 def setup(args, cfg=None):

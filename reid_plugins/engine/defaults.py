@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -215,8 +216,10 @@ _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 @contextmanager
 def stop_on_signals(trainer: "DefaultTrainer") -> Iterator[None]:
     """Within the block, SIGINT / SIGTERM ask ``trainer`` to stop after its current iteration
-    (``trainer._stop_signal``); a second signal interrupts at once (``KeyboardInterrupt``).
-    Only installed in the main thread; the previous handlers are restored on exit."""
+    (``trainer._stop_signal``); a second signal, or one during the evaluation after the last
+    iteration (``model_final.pth`` is saved by then), interrupts at once
+    (``KeyboardInterrupt``). Only installed in the main thread; the previous handlers are
+    restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -224,6 +227,8 @@ def stop_on_signals(trainer: "DefaultTrainer") -> Iterator[None]:
     def handler(signum, frame):
         if trainer._stop_signal:
             raise KeyboardInterrupt(f"{_SIGNAL_NAMES.get(signum, signum)} received twice")
+        if trainer.iter >= trainer.max_iter:  # final evaluation: model_final.pth is saved
+            raise KeyboardInterrupt(f"{_SIGNAL_NAMES.get(signum, signum)} after training")
         trainer._stop_signal = signum
         logger.warning(
             "%s received: stopping after iteration %d and saving a checkpoint (send it again "
@@ -246,7 +251,13 @@ def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
         return model
     if torch.cuda.is_available() and next(model.parameters()).is_cuda:
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    return DistributedDataParallel(model, **kwargs)
+    with warnings.catch_warnings():
+        # torch >= 2.10 deprecates broadcast_buffers but says to keep broadcast_buffers=False
+        # for rank-local buffers (memory banks) until its replacement exists.
+        warnings.filterwarnings(
+            "ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning
+        )
+        return DistributedDataParallel(model, **kwargs)
 
 
 class DefaultTrainer(TrainerBase):
