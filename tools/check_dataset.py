@@ -31,6 +31,10 @@ from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 from reid_plugins.data import datasets  # noqa: E402,F401  (registers the names)
 from reid_plugins.data.catalog import DatasetCatalog, MetadataCatalog, dataset_root  # noqa: E402
 from reid_plugins.data.datasets.common import format_statistics_table  # noqa: E402
@@ -147,4 +151,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -29,7 +29,6 @@ setup_environment()
 import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.checkpoint import Checkpointer  # noqa: E402
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
-from reid_plugins.config.config import check_config  # noqa: E402
 from reid_plugins.engine import (  # noqa: E402
     TRAINER_REGISTRY,
     build_trainer,
@@ -37,6 +36,7 @@ from reid_plugins.engine import (  # noqa: E402
     default_setup,
     launch,
 )
+from reid_plugins.engine.config_check import check_config  # noqa: E402
 from reid_plugins.utils import comm  # noqa: E402
 from reid_plugins.utils.errors import OutputDirError, run_cli  # noqa: E402
 
@@ -61,11 +61,13 @@ def refuse_to_overwrite(cfg, args) -> None:
         return
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     if cfg.OUTPUT_DIR and os.path.isfile(final):
-        raise OutputDirError(
+        err = OutputDirError(
             f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run ({final}); pass --overwrite to "
             "train again from scratch there, --resume to continue it, or choose another "
             "OUTPUT_DIR"
         )
+        err.hint = ""  # the message says what to do
+        raise err
 
 
 def setup(args, cfg=None):
