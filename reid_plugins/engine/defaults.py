@@ -24,6 +24,7 @@ from ..checkpoint import Checkpointer
 from ..modeling import build_model
 from ..modeling.backbone.build import check_pretrained_backbone
 from ..solver import build_grad_clipper, build_lr_scheduler, build_optimizer
+from ..solver.precision import model_device_type, resolve_amp_dtype, resolve_channels_last
 from ..utils import comm
 from ..utils.env import collect_env_info, local_process_count, seed_all_rng, set_deterministic
 from ..utils.errors import OutputDirError, TrainingInterrupted
@@ -297,14 +298,28 @@ class DefaultTrainer(TrainerBase):
         self.register_hooks(self.build_hooks())
 
     # ------------------------------------------------------------------ building blocks
+    #: Whether ``run_step`` supports mixed precision; ``SOLVER.AMP.ENABLED: auto`` resolves
+    #: to float32 for trainers that set this to False.
+    SUPPORTS_AMP = True
+
+    @classmethod
+    def amp_dtype(cls, cfg, device_type: str) -> Optional[torch.dtype]:
+        """The training autocast dtype (None = float32) from ``SOLVER.AMP``."""
+        a = cfg.SOLVER.AMP
+        return resolve_amp_dtype(a.ENABLED, a.DTYPE, device_type, supported=cls.SUPPORTS_AMP)
+
     @classmethod
     def build_model(cls, cfg, num_pids_per_domain: Optional[List[int]] = None) -> torch.nn.Module:
-        """``build_model(cfg, num_pids_per_domain)``; logs the model.
+        """``build_model(cfg, num_pids_per_domain)``, channels-last per ``MODEL.CHANNELS_LAST``;
+        logs the model.
 
         In training ``num_pids_per_domain`` is the training loader's attribute of that name
         (identities of each ``DATASETS.TRAIN`` set); without it (``--eval-only``, a loader
         that does not say) the model is built for inference."""
         model = build_model(cfg, num_pids_per_domain)
+        amp = cls.amp_dtype(cfg, model_device_type(model))
+        if resolve_channels_last(cfg.MODEL.CHANNELS_LAST, amp):
+            model = model.to(memory_format=torch.channels_last)
         logger.info("Model:\n%s", model)
         return model
 
@@ -342,12 +357,15 @@ class DefaultTrainer(TrainerBase):
 
     def build_step_trainer(self, cfg, model, data_loader, optimizer) -> SimpleTrainer:
         """The object whose ``run_step`` performs one iteration: :class:`SimpleTrainer`, or
-        :class:`AMPTrainer` with ``SOLVER.AMP.ENABLED``."""
+        :class:`AMPTrainer` when ``SOLVER.AMP`` resolves to mixed precision; the model is
+        wrapped in ``torch.compile`` with ``SOLVER.COMPILE``."""
         clipper = build_grad_clipper(cfg)
-        if cfg.SOLVER.AMP.ENABLED:
-            return AMPTrainer(
-                model, data_loader, optimizer, grad_clipper=clipper, dtype=cfg.SOLVER.AMP.DTYPE
-            )
+        amp = self.amp_dtype(cfg, model_device_type(model))
+        if cfg.SOLVER.COMPILE:
+            model = torch.compile(model)
+        logger.info("Training precision: %s", "float32" if amp is None else f"{amp} autocast")
+        if amp is not None:
+            return AMPTrainer(model, data_loader, optimizer, grad_clipper=clipper, dtype=amp)
         return SimpleTrainer(model, data_loader, optimizer, grad_clipper=clipper)
 
     def build_hooks(self) -> List[hooks.HookBase]:
@@ -500,7 +518,9 @@ class DefaultTrainer(TrainerBase):
                 evaluator = cls.build_evaluator(
                     cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name)
                 )
-            return inference_on_dataset(model, loader, evaluator, desc=f"eval {name}")
+            return inference_on_dataset(
+                model, loader, evaluator, desc=f"eval {name}", amp=cfg.TEST.AMP.ENABLED
+            )
 
         return cls.evaluate_test_sets(cfg, evaluators, evaluate)
 
