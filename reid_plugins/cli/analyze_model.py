@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Parameters and FLOPs per component of TDN and OIM* (TDN paper, Table VII).
+"""``reid-analyze`` / ``tools/analyze_model.py``: parameters and FLOPs per component of TDN and OIM* (TDN paper, Table VII).
 
 Each component of the real models (built from their configs) is counted with fvcore's
 ``FlopCountAnalysis`` at the paper's sizes, one forward each: Part-1 on the 960x600x3 image,
@@ -26,15 +25,10 @@ import argparse
 import json
 import logging
 import math
-import os
-import sys
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 #: TDN Table VII (GFLOPs): per-unit costs and totals as printed in the paper.
 PAPER_TABLE_VII = {
@@ -297,16 +291,16 @@ def format_report(tdn: Dict[str, Dict], oim: Dict[str, Dict], image_hw, num_rois
     return "\n".join(lines)
 
 
-def build_for_analysis(config_file: str, opts: Sequence[str] = ()) -> nn.Module:
+def build_for_analysis(
+    config_file: str, opts: Sequence[str] = (), plugins: Sequence[str] = ()
+) -> nn.Module:
     """Build the model of ``config_file`` on CPU for counting: no ImageNet weights, no teacher
     (training only), no training data (classifier / OIM table sizes set to 1 when inferred)."""
-    import reid_plugins.methods  # noqa: F401  (registers the methods)
-    from reid_plugins.config import add_all_configs, get_cfg
+    import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
+    from reid_plugins.engine import setup_cfg
     from reid_plugins.modeling import build_model
 
-    cfg = add_all_configs(get_cfg())
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = setup_cfg(config_file=config_file, opts=list(opts), plugins=plugins)
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
     cfg.MODEL.TDN.TEACHER.ENABLED = False
@@ -328,13 +322,16 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument("--proposals", type=int, default=128, help="RPN RoIs per image")
     parser.add_argument("--boxes", type=int, default=10, help="final person boxes per image")
     parser.add_argument("--json", default="", help="write the numbers to this file")
+    from reid_plugins.engine import add_plugin_argument
+
+    add_plugin_argument(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (TDN)")
     args = parser.parse_args(argv)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
 
     hw = (args.height, args.width)
-    tdn_model = build_for_analysis(args.config_file, args.opts or [])
-    oim_model = build_for_analysis(args.oim_config)
+    tdn_model = build_for_analysis(args.config_file, args.opts or [], args.plugin)
+    oim_model = build_for_analysis(args.oim_config, (), args.plugin)
     tdn = analyze_tdn(tdn_model, hw, args.proposals, args.boxes)
     oim = analyze_oim(oim_model, hw, args.proposals)
     print(format_report(tdn, oim, hw, args.proposals, args.boxes))
@@ -350,5 +347,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     return result
 
 
+def run(argv: Optional[List[str]] = None) -> int:
+    """The ``reid-analyze`` console script."""
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run())

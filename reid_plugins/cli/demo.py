@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Demo: person search in a folder of scenes or a video, and ReID ranking of crops.
+"""``reid-demo`` / ``tools/demo.py``: person search in a folder of scenes or a video, and ReID ranking of crops.
 
 Person search (a trained person-search model; the query is a scene + ``--query-box``, or a
 cropped person when the box is omitted)::
@@ -33,7 +32,6 @@ import heapq
 import json
 import logging
 import os
-import sys
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
@@ -42,12 +40,11 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from reid_plugins.data.detection_utils import read_image  # noqa: E402
-from reid_plugins.data.scene_mapper import scene_resize_shape  # noqa: E402
-from reid_plugins.evaluation.evaluator import inference_context  # noqa: E402
-from reid_plugins.visualization import visualizer as vis  # noqa: E402
+from reid_plugins.data.detection_utils import read_image
+from reid_plugins.data.scene_mapper import scene_resize_shape
+from reid_plugins.engine import add_plugin_argument
+from reid_plugins.evaluation.evaluator import inference_context
+from reid_plugins.visualization import visualizer as vis
 
 logger = logging.getLogger("reid_plugins.tools.demo")
 
@@ -424,21 +421,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
             )
             p.add_argument("--frame-stride", type=int, default=1, help="video: every N-th frame")
             p.add_argument("--max-frames", type=int, default=None, help="stop after N images")
+        add_plugin_argument(p)
         p.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE overrides")
     return parser.parse_args(argv)
 
 
-def load_model(config_file: str, opts: Sequence[str]):
-    """``(cfg, model)``: defaults + every method's keys, the file, the overrides; weights
-    from ``MODEL.WEIGHTS`` (required)."""
-    import reid_plugins.methods  # noqa: F401  (registers the methods)
+def load_model(config_file: str, opts: Sequence[str], plugins: Sequence[str] = ()):
+    """``(cfg, model)``: plugins, defaults + every registered config subtree, the file, the
+    overrides (:func:`reid_plugins.engine.setup_cfg`); weights from ``MODEL.WEIGHTS``
+    (required)."""
+    import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
     from reid_plugins.checkpoint import Checkpointer
-    from reid_plugins.config import add_all_configs, get_cfg
+    from reid_plugins.engine import setup_cfg
     from reid_plugins.modeling import build_model
 
-    cfg = add_all_configs(get_cfg())
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts or []))
+    cfg = setup_cfg(config_file=config_file, opts=list(opts or []), plugins=plugins)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("demo: MODEL.WEIGHTS is empty; pass MODEL.WEIGHTS path/to/model.pth")
     model = build_model(cfg)
@@ -448,7 +445,7 @@ def load_model(config_file: str, opts: Sequence[str]):
 
 def main(argv: Optional[List[str]] = None) -> Dict:
     args = parse_args(argv)
-    cfg, model = load_model(args.config_file, args.opts)
+    cfg, model = load_model(args.config_file, args.opts, args.plugin)
     if args.command == "search":
         det = cfg.TEST.SEARCH.DET_THRESH if args.det_thresh is None else args.det_thresh
         return run_search_demo(
@@ -479,9 +476,15 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     )
 
 
-if __name__ == "__main__":
+def run(argv: Optional[List[str]] = None) -> int:
+    """The ``reid-demo`` console script: run the demo, print its summary."""
     from reid_plugins.utils.logger import setup_logger
 
     setup_logger(name="reid_plugins")
-    result = main()
+    result = main(argv)
     print(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

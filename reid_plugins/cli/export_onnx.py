@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Export a model's re-ID feature extractor to ONNX and check it with onnxruntime.
+"""``reid-export`` / ``tools/export_onnx.py``: export a model's re-ID feature extractor to ONNX and check it with onnxruntime.
 
 The exported graph maps ``images`` (N, 3, H, W) float32 RGB 0-255 crops (H, W =
 ``INPUT.SIZE_TEST`` unless ``--input-size``) to ``features`` (N, D), with a dynamic batch
@@ -23,16 +22,13 @@ import argparse
 import json
 import logging
 import os
-import sys
 from typing import Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
-from reid_plugins.checkpoint import Checkpointer  # noqa: E402
-from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
-from reid_plugins.export import build_export_wrapper, export_onnx, verify_onnx  # noqa: E402
-from reid_plugins.modeling import build_model  # noqa: E402
+import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
+from reid_plugins.checkpoint import Checkpointer
+from reid_plugins.engine import add_plugin_argument, setup_cfg
+from reid_plugins.export import build_export_wrapper, export_onnx, verify_onnx
+from reid_plugins.modeling import build_model
 
 logger = logging.getLogger("reid_plugins.tools.export_onnx")
 
@@ -70,6 +66,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--dynamo", action="store_true", help="torch.export-based exporter (needs onnxscript)"
     )
+    add_plugin_argument(p)
     p.add_argument(
         "opts",
         nargs=argparse.REMAINDER,
@@ -82,12 +79,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     """Export (and verify); returns a summary dict (also written next to the ONNX file as
     ``<output>.json``)."""
     args = parse_args(argv)
-    cfg = add_all_configs(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    opts = list(args.opts or [])
-    if "MODEL.DEVICE" not in opts[::2]:
+    cfg = setup_cfg(args)
+    if "MODEL.DEVICE" not in list(args.opts or [])[::2]:
         cfg.MODEL.DEVICE = "cpu"  # export on CPU unless asked otherwise
-    cfg.merge_from_list(opts)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("export_onnx: MODEL.WEIGHTS is empty; pass MODEL.WEIGHTS path.pth")
     model = build_model(cfg)
@@ -133,9 +127,14 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     return summary
 
 
-if __name__ == "__main__":
+def run(argv: Optional[List[str]] = None) -> int:
+    """The ``reid-export`` console script: export, verify, print the summary."""
     from reid_plugins.utils.logger import setup_logger
 
     setup_logger(name="reid_plugins")
-    s = main()
-    print(json.dumps(s, indent=2))
+    print(json.dumps(main(argv), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

@@ -1,42 +1,42 @@
-#!/usr/bin/env python
-"""Train or evaluate any registered meta-architecture from a config file.
+"""``reid-train`` / ``tools/train_net.py``: train or evaluate any registered meta-architecture
+from a config file.
 
 Examples::
 
+    reid-train --config-file projects/baseline/synthetic_dg.yaml   # = python tools/train_net.py
     python tools/train_net.py --config-file projects/baseline/synthetic_dg.yaml
     python tools/train_net.py --config-file projects/baseline/synthetic_dg.yaml --resume
     python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file cfg.yaml --num-gpus 2   # 2 DDP processes (gloo on CPU)
+    python tools/train_net.py --config-file my.yaml --plugin my_pkg.my_module  # your own code
+
+Your own backbones, models, datasets and config keys: ``--plugin``, the config key ``PLUGINS``
+or ``$REID_PLUGINS`` (``docs/plugins.md``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
-from reid_plugins.checkpoint import Checkpointer  # noqa: E402
-from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
-from reid_plugins.engine import (  # noqa: E402
+import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
+from reid_plugins.checkpoint import Checkpointer
+from reid_plugins.engine import (
     TRAINER_REGISTRY,
     build_trainer,
     default_argument_parser,
     default_setup,
     launch,
+    setup_cfg,
 )
-from reid_plugins.utils import comm  # noqa: E402
+from reid_plugins.utils import comm
+
+__all__ = ["setup", "main", "cli", "run", "default_argument_parser"]
 
 
 def setup(args):
-    """Defaults + every method's config subtree, then the file, then KEY VALUE overrides."""
-    cfg = get_cfg()
-    add_all_configs(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
+    """Plugins, defaults + every registered config subtree, then the file, then KEY VALUE
+    overrides (:func:`reid_plugins.engine.setup_cfg`); frozen; output folder and logs."""
+    cfg = setup_cfg(args)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -74,5 +74,11 @@ def cli(argv=None):
     return comm.get_rank()
 
 
+def run(argv=None) -> int:
+    """The ``reid-train`` console script."""
+    cli(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    cli()
+    raise SystemExit(run())

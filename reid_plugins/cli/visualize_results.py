@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Visualise evaluation results from the evaluators' JSON dumps (no re-inference).
+"""``reid-visualize`` / ``tools/visualize_results.py``: visualise evaluation results from the evaluators' JSON dumps (no re-inference).
 
 Subcommands (PNG files go to ``--output``)::
 
@@ -30,20 +29,19 @@ import argparse
 import itertools
 import logging
 import os
-import sys
 from typing import List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from reid_plugins.visualization import visualizer as vis  # noqa: E402
+from reid_plugins.engine import add_plugin_argument, load_plugins
+from reid_plugins.visualization import visualizer as vis
 
 logger = logging.getLogger("reid_plugins.tools.visualize_results")
 
 
 def _common(p: argparse.ArgumentParser, order: bool = True) -> None:
     p.add_argument("--output", required=True, help="folder for the PNG files")
+    add_plugin_argument(p)  # e.g. a plugin registering the --dataset / --datasets used
     if order:
         p.add_argument("--max-queries", type=int, default=20, help="queries rendered (-1 = all)")
         p.add_argument(
@@ -111,17 +109,15 @@ def _limit(n: Optional[int]) -> Optional[int]:
 
 def _extract_features(args) -> str:
     """Build the model of ``--config-file`` (+ opts, MODEL.WEIGHTS) and save features."""
-    import reid_plugins.methods  # noqa: F401  (registers the methods)
+    import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
     from reid_plugins.checkpoint import Checkpointer
-    from reid_plugins.config import add_all_configs, get_cfg
     from reid_plugins.data import build_reid_test_loader
+    from reid_plugins.engine import setup_cfg
     from reid_plugins.modeling import build_model
 
     if not args.config_file or not args.datasets:
         raise SystemExit("tsne: give --features FILE, or --config-file CFG and --datasets NAMES")
-    cfg = add_all_configs(get_cfg())
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
+    cfg = setup_cfg(args)
     if not cfg.MODEL.WEIGHTS:
         raise SystemExit("tsne: MODEL.WEIGHTS is empty; pass MODEL.WEIGHTS path/to/model.pth")
     model = build_model(cfg)
@@ -138,6 +134,7 @@ def _extract_features(args) -> str:
 def main(argv: Optional[List[str]] = None) -> List[str]:
     """Run one subcommand; returns the written PNG paths."""
     args = parse_args(argv)
+    load_plugins(getattr(args, "config_file", "") or "", args.plugin)
     os.makedirs(args.output, exist_ok=True)
     if args.command == "reid":
         paths = vis.visualize_reid_dump(
@@ -196,9 +193,15 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     return paths
 
 
-if __name__ == "__main__":
+def run(argv: Optional[List[str]] = None) -> int:
+    """The ``reid-visualize`` console script."""
     from reid_plugins.utils.logger import setup_logger
 
     setup_logger(name="reid_plugins")
-    out = main()
+    out = main(argv)
     print(f"Wrote {len(out)} PNG file(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run())

@@ -22,6 +22,7 @@ from ..utils.env import collect_env_info, seed_all_rng, set_deterministic
 from ..utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
+from .config_setup import add_plugin_argument
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -75,6 +76,7 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
         default="auto",
         help="initialization URL for pytorch distributed backend, tcp://IP:PORT",
     )
+    add_plugin_argument(parser)
     parser.add_argument(
         "opts",
         default=None,

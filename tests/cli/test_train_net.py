@@ -1,4 +1,5 @@
-"""tools/train_net.py end to end on a tiny synthetic multi-domain benchmark."""
+"""reid_plugins/cli/train_net.py (tools/train_net.py) end to end on a tiny synthetic
+multi-domain benchmark."""
 
 import json
 import os

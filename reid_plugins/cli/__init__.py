@@ -1,0 +1,10 @@
+"""The command-line tools, importable: ``reid-train`` (``tools/train_net.py``), ``reid-demo``,
+``reid-export``, ``reid-analyze``, ``reid-visualize``.
+
+Each module has ``main(argv)`` (returns the result, used by tests) and ``run(argv)`` (the
+console script: logging, printing, exit status). ``tools/<name>.py`` are thin wrappers so
+that ``python tools/<name>.py`` works in a source checkout without installing.
+
+Unlike the core packages, this package imports :mod:`reid_plugins.methods` (the built-in
+methods) and then the user's plugins (:func:`reid_plugins.engine.setup_cfg`).
+"""

@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""``python tools/export_onnx.py ...`` = ``reid-export ...``; the code is
+:mod:`reid_plugins.cli.export_onnx` (``--help`` lists the options)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # source checkout
+
+from reid_plugins.cli.export_onnx import *  # noqa: F401,F403,E402
+from reid_plugins.cli.export_onnx import run  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(run())

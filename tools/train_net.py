@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""``python tools/train_net.py ...`` = ``reid-train ...``; the code is
+:mod:`reid_plugins.cli.train_net` (``--help`` lists the options)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # source checkout
+
+from reid_plugins.cli.train_net import *  # noqa: F401,F403,E402
+from reid_plugins.cli.train_net import run  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(run())
