@@ -67,6 +67,16 @@ def import_cfg_plugins(cfg: CfgNode) -> List[str]:
     return _plugins.import_plugins((s, "PLUGINS of the config") for s in cfg.get("PLUGINS", []))
 
 
+def _without_plugins(opts: List[str]) -> List[str]:
+    """``opts`` less its ``PLUGINS VALUE`` pairs (an odd trailing item is kept for the error)."""
+    even = len(opts) - len(opts) % 2
+    out: List[str] = []
+    for key, value in zip(opts[0:even:2], opts[1:even:2]):
+        if key != "PLUGINS":
+            out += [key, value]
+    return out + opts[even:]
+
+
 def setup_cfg(
     args: Optional[argparse.Namespace] = None,
     *,
@@ -98,6 +108,6 @@ def setup_cfg(
     cfg = add_all_configs(get_cfg())
     if config_file:
         cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts)
+    cfg.merge_from_list(_without_plugins(opts))  # imported above; the full list set below
     cfg.PLUGINS = loaded
     return cfg

@@ -13,11 +13,12 @@ Every command imports the plugins named in, in this order:
 4. ``--plugin MODULE_OR_FILE`` on the command line (repeatable);
 5. a ``PLUGINS [...]`` command-line override.
 
-Each entry is a module name (``my_pkg.my_module``, importable from ``sys.path``) or a path to a
-``.py`` file (recognised by the ``.py`` suffix or a path separator). A relative path is
-relative to the config file that lists it (like ``_BASE_``), else to the working directory.
-A file plugin is imported under its file name (its folder is put on ``sys.path`` so that it
-can import its siblings). Importing a plugin twice is a no-op.
+Each entry is a module name (``my_pkg.my_module``, importable from ``sys.path``) or a path
+(recognised by a ``.py`` suffix or a path separator, e.g. ``./my_pkg``) to a ``.py`` file or
+to a package folder (one holding ``__init__.py``). A relative path is relative to the config
+file that lists it (like ``_BASE_``), else to the working directory. A path plugin is
+imported under its file or folder name, and the folder holding it is appended to
+``sys.path`` (so it can import its siblings). Importing a plugin twice is a no-op.
 
 A plugin that cannot be imported raises :class:`PluginError` whose message is one line naming
 the plugin and where it was listed.
@@ -64,7 +65,7 @@ class PluginError(ImportError):
 
 
 def is_file_spec(spec: str) -> bool:
-    """True when ``spec`` names a ``.py`` file rather than a module."""
+    """True when ``spec`` is a path (to a ``.py`` file or a package folder), not a module."""
     return spec.endswith(".py") or "/" in spec or os.sep in spec
 
 
@@ -81,24 +82,29 @@ def resolve_spec(spec: str, base_dir: Optional[str] = None) -> str:
 
 
 def _import_file(path: str) -> ModuleType:
+    """Import a ``.py`` file or a package folder under its own name."""
     if path in _FILE_PLUGINS:
         return _FILE_PLUGINS[path]
-    name = os.path.splitext(os.path.basename(path))[0]
+    is_package = os.path.isdir(path)
+    name = os.path.basename(path) if is_package else os.path.splitext(os.path.basename(path))[0]
+    init = os.path.join(path, "__init__.py") if is_package else path
     if not name.isidentifier():
-        raise ImportError(f"'{name}' is not a valid module name; rename the file")
+        raise ImportError(f"'{name}' is not a valid module name; rename it")
     existing = sys.modules.get(name)
     if existing is not None:
-        if os.path.normpath(getattr(existing, "__file__", "") or "") == path:
+        if os.path.normpath(getattr(existing, "__file__", "") or "") == init:
             _FILE_PLUGINS[path] = existing
             return existing
         raise ImportError(
             f"a module named '{name}' is already imported from "
-            f"{getattr(existing, '__file__', None) or 'a built-in'}; rename the plugin file"
+            f"{getattr(existing, '__file__', None) or 'a built-in'}; rename the plugin"
         )
     folder = os.path.dirname(path)
     if folder not in sys.path:
         sys.path.append(folder)  # siblings importable; never shadows installed modules
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(
+        name, init, submodule_search_locations=[path] if is_package else None
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -126,7 +132,11 @@ def import_plugin(spec: str, source: str = "", base_dir: Optional[str] = None) -
     path = resolve_spec(spec, base_dir)
     try:
         if is_file_spec(path):
-            if not os.path.isfile(path):
+            if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "__init__.py")):
+                raise PluginError(
+                    f"plugin folder '{path}'{where} is not a package (no __init__.py)"
+                )
+            if not os.path.exists(path):
                 raise PluginError(f"plugin file '{path}'{where} does not exist")
             return _import_file(path)
         return importlib.import_module(path)
@@ -211,6 +221,8 @@ def plugins_from_opts(opts: Sequence[str]) -> List[Tuple[str, str]]:
                 parsed = yaml.safe_load(value) if isinstance(value, str) else value
             except yaml.YAMLError:
                 parsed = value
+            if isinstance(parsed, str) and not parsed.startswith("["):
+                parsed = [parsed]
             out += [(resolve_spec(s), source) for s in _as_list(parsed, source)]
     return out
 
