@@ -71,7 +71,7 @@ def test_plugins_key_is_read_before_the_file_is_merged(tmp_path, plugin_file, mo
     key, path, forget = plugin_file
     monkeypatch.delenv(plugins.ENV_VAR, raising=False)
     KEY = key.upper()
-    base = _yaml(tmp_path / "base.yaml", f"PLUGINS: [plugs/{os.path.basename(path)}]\n")
+    _yaml(tmp_path / "base.yaml", f"PLUGINS: [plugs/{os.path.basename(path)}]\n")
     cfg_file = _yaml(
         tmp_path / "my.yaml",
         f"_BASE_: base.yaml\nMODEL:\n  BACKBONE: {{NAME: build_{key}}}\n  {KEY}: {{WIDTH: 6}}\n",
