@@ -30,17 +30,18 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-if __name__ == "__main__":
-    # Idle OpenMP threads sleep instead of spinning: on a shared, busy CPU spinning threads
-    # burn the cores the other threads need and penalise the model with more, smaller kernels
-    # (TDN) far more than the one with a few large batched ones (OIM*). Set OMP_WAIT_POLICY
-    # yourself (e.g. ACTIVE on a dedicated machine) to override.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import torch  # noqa: E402
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+# Idle OpenMP threads sleep instead of spinning (OMP_WAIT_POLICY=PASSIVE unless set): on a
+# shared, busy CPU spinning threads burn the cores the other threads need and penalise the
+# model with more, smaller kernels (TDN) far more than the one with a few large batched ones
+# (OIM*). Set OMP_WAIT_POLICY yourself (e.g. ACTIVE on a dedicated machine) to override.
+setup_environment()  # before torch is imported
+
+import torch  # noqa: E402
 
 
 def build(config_file: str, weights: str, args, is_tdn: bool) -> torch.nn.Module:
@@ -218,4 +219,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -32,6 +32,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
@@ -200,4 +204,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

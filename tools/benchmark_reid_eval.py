@@ -31,10 +31,14 @@ import sys
 import time
 import tracemalloc
 
-import numpy as np
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from reid_plugins.evaluation.distance import compute_distance  # noqa: E402
 from reid_plugins.evaluation.rank import evaluate_features, evaluate_rank  # noqa: E402
@@ -263,4 +267,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

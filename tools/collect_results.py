@@ -20,6 +20,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 from reid_plugins.utils.results_table import (  # noqa: E402
     collect_runs,
     format_table,
@@ -55,4 +59,6 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

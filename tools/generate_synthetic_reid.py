@@ -18,6 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 from reid_plugins.data.datasets.common import (  # noqa: E402
     format_statistics_table,
     reid_statistics,
@@ -86,4 +90,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

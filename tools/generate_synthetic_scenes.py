@@ -18,6 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 from reid_plugins.data.catalog import dataset_root  # noqa: E402
 from reid_plugins.data.datasets.cuhk_sysu import (  # noqa: E402
     cuhk_sysu_gallery_sizes,
@@ -85,4 +89,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -33,6 +33,10 @@ from typing import Dict, List, Optional
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 OIM_CONFIG = "projects/oim/synthetic.yaml"
 VARIANTS = {
     "baseline": "projects/tdn/synthetic_baseline.yaml",
@@ -238,7 +242,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     ]
     for name, res in runs.items():
         a, b = _search(res["no_rcp"]), _search(res.get("rcp", {}))
-        det = res["no_rcp"].get("detection", {}).get("AP", float("nan"))
+        det_thresh = res["no_rcp"].get("search", {}).get("det_thresh", 0.5)  # AP at this score
+        det = res["no_rcp"].get("detection", {}).get(f"AP@{det_thresh:g}", float("nan"))
         lines.append(
             f"{name:<14} {a.get('mAP', 0):7.2f} {a.get('top-1', 0):7.2f} "
             f"{b.get('mAP', float('nan')):8.2f} {b.get('top-1', float('nan')):10.2f} {det:7.2f}"
@@ -253,4 +258,6 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

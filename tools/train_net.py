@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # source checkout
 
-from reid_plugins.cli.train_net import *  # noqa: F401,F403,E402
+from reid_plugins.cli.train_net import *  # noqa: F401,F403,E402  (sets the environment before torch)
 from reid_plugins.cli.train_net import run  # noqa: E402
 
 if __name__ == "__main__":

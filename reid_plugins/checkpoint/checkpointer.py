@@ -13,26 +13,59 @@ from fvcore.common.checkpoint import Checkpointer as _FvCheckpointer
 from fvcore.common.checkpoint import PeriodicCheckpointer  # noqa: F401  (re-export)
 
 from ..utils import comm
+from ..utils.errors import UserError
 
 __all__ = [
     "Checkpointer",
     "PeriodicCheckpointer",
     "CheckpointError",
     "atomic_torch_save",
+    "new_file_mode",
     "stale_temp_files",
 ]
 
 logger = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint file cannot be read; the message names the file."""
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file cannot be read; the message names the file.
+
+    A :class:`~reid_plugins.utils.errors.UserError`: the tools print it as one line.
+    """
+
+    hint = (
+        "check MODEL.WEIGHTS (or, with --resume, the files in OUTPUT_DIR); --debug shows the "
+        "traceback"
+    )
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it where /proc allows (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting (briefly) and restoring
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: ``0o666`` minus the umask (0644
+    under the usual umask 022). ``tempfile.mkstemp`` creates files with 0600, so files written
+    through a temp file are given this mode before their rename."""
+    return 0o666 & ~_current_umask()
 
 
 def atomic_write_bytes(path: str, write_fn) -> None:
     """Write a file atomically: ``write_fn(fileobj)`` into a temp file, fsync, then rename.
 
-    A crash at any point leaves either the previous file or the complete new one.
+    A crash at any point leaves either the previous file or the complete new one. The file
+    gets the mode a plainly created file would have (:func:`new_file_mode`), not the temp
+    file's 0600.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -44,6 +77,7 @@ def atomic_write_bytes(path: str, write_fn) -> None:
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -108,6 +142,14 @@ class Checkpointer(_FvCheckpointer):
                     self.save_dir,
                     ", ".join(os.path.basename(p) for p in stale),
                 )
+
+    def load(self, path: str, checkpointables: List[str] | None = None) -> Dict[str, Any]:
+        """fvcore's ``load``; a missing local file raises :class:`CheckpointError` naming it
+        (fvcore asserts)."""
+        if path and "://" not in path and not os.path.isfile(path):
+            what = "is a folder, not a checkpoint file" if os.path.isdir(path) else "not found"
+            raise CheckpointError(f"Checkpoint file {what}: '{path}'")
+        return super().load(path, checkpointables=checkpointables)
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:

@@ -1,22 +1,34 @@
-"""``reid-analyze`` / ``tools/analyze_model.py``: parameters and FLOPs per component of TDN and OIM* (TDN paper, Table VII).
+"""``reid-analyze`` / ``tools/analyze_model.py``: FLOPs and parameters of any registered
+meta-architecture, per declared part where a model declares parts; TDN's Table VII comparison.
 
-Each component of the real models (built from their configs) is counted with fvcore's
-``FlopCountAnalysis`` at the paper's sizes, one forward each: Part-1 on the 960x600x3 image,
-the RoI head on one 7x7x512 RoI, the KTB on one 256x128x3 crop and Part-2 on one 32x16x512
-RoI map; per-RoI / per-box costs are multiplied by the paper's 128 RPN RoIs and 10 final boxes.
+Any model (``--config-file``): the model of the config is built on the CPU for counting (no
+ImageNet weights, no training data: classifiers sized 1 class, no memories, no TDN teacher),
+its parameters are counted and one ``inference`` on a 1 x 3 x H x W input is counted with
+fvcore (H x W = ``INPUT.SIZE_TEST`` for ReID models, ``--height`` x ``--width`` for person
+search, where the count also depends on the number of detections kept on that input). A
+model that declares parts (``analysis_parts``, see :mod:`reid_plugins.modeling.analysis`;
+TDN and OIM* do) also gets the per-part table: each part counted once at its input size and
+multiplied by how often it runs per image (``--proposals`` RPN RoIs, ``--boxes`` final boxes).
+
+Table VII (``--table-vii``, the default without ``--config-file``): TDN and OIM* built from
+their base configs, each component counted at the paper's sizes (Part-1 on the 960x600x3
+image, the RoI head on one 7x7x512 RoI, the KTB on one 256x128x3 crop, Part-2 on one
+32x16x512 RoI map), per-RoI / per-box costs x 128 RPN RoIs / x 10 final boxes, beside the
+paper's numbers: TDN = Part-1 + 128 x RoI head + 10 x (KTB + Part-2); OIM* = Part-1 + 128 x
+Part-2 (the OIM* heads on the pooled 2048-d vectors, ~1 MFLOP per RoI, and the RPN head,
+identical in both models, are listed separately and not in the totals).
+
 fvcore counts one fused multiply-add as one flop, the paper (and this tool) 1 MAC = 2 FLOPs,
 so fvcore's count is doubled. Element-wise ops (ReLU, additions, FrozenBN's affine) are not
 counted; BatchNorm / InstanceNorm are (fvcore's defaults).
 
-What is counted follows the paper: TDN = Part-1 + 128 x RoI head + 10 x (KTB + Part-2);
-OIM* = Part-1 + 128 x Part-2 (the OIM* heads on the pooled 2048-d vectors, ~1 MFLOP per RoI,
-and the RPN head, identical in both models, are listed separately and not in the totals).
+Examples::
 
-Example::
-
-    python tools/analyze_model.py
-    python tools/analyze_model.py --config-file projects/tdn/Base-TDN.yaml \\
-        --oim-config projects/oim/Base-OIM.yaml --height 600 --width 960 --json flops.json
+    python tools/analyze_model.py --config-file projects/baseline/market1501.yaml
+    python tools/analyze_model.py --config-file projects/tdn/prw.yaml --height 600 --width 960
+    python tools/analyze_model.py --table-vii --json flops.json
+    python tools/analyze_model.py --table-vii --tdn-config projects/tdn/Base-TDN.yaml \\
+        --oim-config projects/oim/Base-OIM.yaml --height 600 --width 960
 """
 
 from __future__ import annotations
@@ -24,11 +36,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
+
+#: the source checkout (default configs of ``--table-vii``)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 #: TDN Table VII (GFLOPs): per-unit costs and totals as printed in the paper.
 PAPER_TABLE_VII = {
@@ -46,49 +61,19 @@ PAPER_TABLE_VII = {
 TOLERANCE = 0.05
 
 
-class _Call(nn.Module):
-    """Wrap ``fn(x)`` of a model as a module for fvcore's tracer."""
+from reid_plugins.modeling.analysis import (  # noqa: E402  (after the constants)
+    count_parts,
+    gflops,
+    num_params,
+    whole_model_gflops,
+)
 
-    def __init__(self, owner: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        super().__init__()
-        self.owner = owner
-        self._fn = fn
-
-    def forward(self, x):
-        return self._fn(x)
+__all__ = ["gflops", "num_params", "analyze", "analyze_tdn", "analyze_oim", "build_for_analysis"]
 
 
-def gflops(module: nn.Module, x: torch.Tensor) -> float:
-    """fvcore FLOPs of ``module(x)`` in GFLOPs with 1 MAC = 2 FLOPs (eval mode, no grad)."""
-    from fvcore.nn import FlopCountAnalysis
-
-    module.eval()
-    with torch.no_grad():
-        analysis = FlopCountAnalysis(module, (x,))
-        analysis.unsupported_ops_warnings(False)
-        analysis.uncalled_modules_warnings(False)
-        return 2.0 * analysis.total() / 1e9
-
-
-def num_params(*modules: Optional[nn.Module]) -> int:
-    """Number of distinct parameters of the modules (None skipped)."""
-    seen = {}
-    for m in modules:
-        if m is not None:
-            for p in m.parameters():
-                seen[id(p)] = p.numel()
-    return sum(seen.values())
-
-
-def _stages(backbone, names: Sequence[str]) -> List[nn.Module]:
-    return [getattr(backbone, n) for n in names]
-
-
-def _part_names(part1_end: str) -> Tuple[List[str], List[str]]:
-    from reid_plugins.modeling.backbone.resnet import STAGE_NAMES
-
-    i = STAGE_NAMES.index(part1_end)
-    return list(STAGE_NAMES[: i + 1]), list(STAGE_NAMES[i + 1 :])
+def _parts(model: nn.Module, image_hw, num_rois: int, num_boxes: int, include_rpn: bool):
+    parts = model.analysis_parts(image_hw, num_rois=num_rois, num_boxes=num_boxes)
+    return [p for p in parts if include_rpn or p.name != "rpn_head"]
 
 
 def analyze_tdn(
@@ -99,39 +84,7 @@ def analyze_tdn(
     include_rpn: bool = True,
 ) -> Dict[str, Dict]:
     """Per-component ``{"gflops_per_unit", "count", "gflops", "params", "input"}`` of a TDN."""
-    p1, p2 = _part_names(model.part1_end)
-    c1 = model.backbone.stage_shape(model.part1_end).channels
-    stride = model.part1_stride
-    rh, rw = model.reid_resolution
-    bh, bw = model.box_head.resolution
-    rows: Dict[str, Dict] = {}
-
-    def add(name, module, x, count, params, shape_txt):
-        g = gflops(module, x)
-        rows[name] = dict(gflops_per_unit=g, count=count, gflops=g * count, params=params,
-                          input=shape_txt)  # fmt: skip
-
-    h, w = image_hw
-    add("part1", _Call(model, model.part1), torch.zeros(1, 3, h, w), 1,
-        num_params(*_stages(model.backbone, p1)), f"{w}x{h}x3")  # fmt: skip
-    if include_rpn:
-        feat = torch.zeros(1, c1, math.ceil(h / stride), math.ceil(w / stride))
-        add("rpn_head", _Call(model.rpn.head, lambda f: model.rpn.head([f])), feat, 1,
-            num_params(model.rpn.head), f"{feat.shape[3]}x{feat.shape[2]}x{c1}")  # fmt: skip
-    add("roi_head", model.box_head, torch.zeros(1, c1, bh, bw), num_rois,
-        num_params(model.box_head), f"{bh}x{bw}x{c1}")  # fmt: skip
-    if model.ktb is not None:
-        kh, kw = model.ktb.input_size
-        add("ktb", model.ktb, torch.zeros(1, 3, kh, kw), num_boxes, num_params(model.ktb),
-            f"{kh}x{kw}x3")  # fmt: skip
-    add("part2", _Call(model, model.part2), torch.zeros(1, c1, rh, rw), num_boxes,
-        num_params(*_stages(model.backbone, p2)), f"{rh}x{rw}x{c1}")  # fmt: skip
-    c5 = model.feature_dim
-    add("reid_neck", _Call(model.neck, lambda x: model.neck(x)["feature"]),
-        torch.zeros(2, c5, 1, 1), num_boxes, num_params(model.neck), f"GAP+BN {c5}")  # fmt: skip
-    rows["reid_neck"]["gflops_per_unit"] /= 2  # counted on a batch of 2 (BN in eval mode)
-    rows["reid_neck"]["gflops"] /= 2
-    return rows
+    return count_parts(_parts(model, image_hw, num_rois, num_boxes, include_rpn))
 
 
 def analyze_oim(
@@ -146,41 +99,8 @@ def analyze_oim(
     ``part1``: a Part-1 row already counted on a backbone of the same configuration (e.g.
     TDN's), reused instead of counting again.
     """
-    p1, p2 = _part_names(model.part1_end)
-    c1 = model.backbone.stage_shape(model.part1_end).channels
-    stride = model.part1_stride
-    rh, rw = model.pooler_resolution
-    rows: Dict[str, Dict] = {}
-
-    def add(name, module, x, count, params, shape_txt):
-        g = gflops(module, x)
-        rows[name] = dict(gflops_per_unit=g, count=count, gflops=g * count, params=params,
-                          input=shape_txt)  # fmt: skip
-
-    h, w = image_hw
-    if part1 is not None:
-        rows["part1"] = dict(part1)
-    else:
-        add("part1", _Call(model, model.part1), torch.zeros(1, 3, h, w), 1,
-            num_params(*_stages(model.backbone, p1)), f"{w}x{h}x3")  # fmt: skip
-    if include_rpn:
-        feat = torch.zeros(1, c1, math.ceil(h / stride), math.ceil(w / stride))
-        add("rpn_head", _Call(model.rpn.head, lambda f: model.rpn.head([f])), feat, 1,
-            num_params(model.rpn.head), f"{feat.shape[3]}x{feat.shape[2]}x{c1}")  # fmt: skip
-    add("part2", _Call(model, lambda x: model.backbone.forward_stages(x, p2[0], "res5")),
-        torch.zeros(1, c1, rh, rw), num_rois, num_params(*_stages(model.backbone, p2)),
-        f"{rh}x{rw}x{c1}")  # fmt: skip
-    c5 = model.backbone.stage_shape("res5").channels
-
-    def heads(v):
-        return torch.cat([model.cls_score(v), model.bbox_pred(v), model.embedding(v)], dim=1)
-
-    add("oim_heads", _Call(model, lambda x: heads(x.mean(dim=(2, 3)))), torch.zeros(2, c5, 1, 1),
-        num_rois, num_params(model.cls_score, model.bbox_pred, model.embedding),
-        f"GAP + FC {c5}")  # fmt: skip
-    rows["oim_heads"]["gflops_per_unit"] /= 2
-    rows["oim_heads"]["gflops"] /= 2
-    return rows
+    parts = _parts(model, image_hw, num_rois, 0, include_rpn)
+    return count_parts(parts, reuse={"part1": part1} if part1 is not None else None)
 
 
 def table_totals(tdn: Dict[str, Dict], oim: Dict[str, Dict]) -> Dict[str, float]:
@@ -291,46 +211,109 @@ def format_report(tdn: Dict[str, Dict], oim: Dict[str, Dict], image_hw, num_rois
     return "\n".join(lines)
 
 
-def build_for_analysis(
-    config_file: str, opts: Sequence[str] = (), plugins: Sequence[str] = ()
-) -> nn.Module:
-    """Build the model of ``config_file`` on CPU for counting: no ImageNet weights, no teacher
-    (training only), no training data (classifier / OIM table sizes set to 1 when inferred)."""
+def analysis_cfg(config_file: str, opts: Sequence[str] = (), plugins: Sequence[str] = ()):
+    """The config of ``config_file`` + ``opts`` adapted for counting on the CPU without
+    weights or data: no ImageNet weights, no TDN teacher (training only), classifiers sized
+    1 class where the size would be inferred from the training set, no memory (M3L keeps only
+    its triplet loss: its classifier / memory are training-only)."""
     import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
     from reid_plugins.engine import setup_cfg
-    from reid_plugins.modeling import build_model
 
     cfg = setup_cfg(config_file=config_file, opts=list(opts), plugins=plugins)
     cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
     cfg.MODEL.TDN.TEACHER.ENABLED = False
     if int(cfg.MODEL.TDN.REID.NUM_PIDS) <= 0:
         cfg.MODEL.TDN.REID.NUM_PIDS = 1
     if int(cfg.MODEL.LOSSES.OIM.NUM_PIDS) <= 0:
         cfg.MODEL.LOSSES.OIM.NUM_PIDS = 1
-    return build_model(cfg).eval()
+    if int(cfg.MODEL.HEADS.NUM_CLASSES) <= 0:
+        cfg.MODEL.HEADS.NUM_CLASSES = 1
+    cfg.MODEL.LOSSES.MEMORY.ENABLED = False
+    cfg.MODEL.M3L.LOSSES = ["triplet"]
+    return cfg
 
 
-def main(argv: Optional[List[str]] = None) -> Dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def build_for_analysis(
+    config_file: str, opts: Sequence[str] = (), plugins: Sequence[str] = ()
+) -> nn.Module:
+    """Build the model of ``config_file`` on CPU for counting (see :func:`analysis_cfg`)."""
+    from reid_plugins.modeling import build_model
+
+    return build_model(analysis_cfg(config_file, opts, plugins)).eval()
+
+
+def is_person_search(model: nn.Module) -> bool:
+    """Scene models (TDN, OIM*) take whole images and return boxes."""
+    return hasattr(model, "part1_end")
+
+
+def analyze(
+    model: nn.Module,
+    image_hw: Tuple[int, int],
+    num_rois: int = 128,
+    num_boxes: int = 10,
+) -> Dict:
+    """``{"meta_architecture", "input", "params", "gflops", "detections", "parts"}`` of a
+    built model: parameters, fvcore GFLOPs of one ``inference`` on a 1 x 3 x H x W input
+    (``detections``: boxes kept on that input, person search only, else None) and the
+    per-part rows when the model declares parts (else None)."""
+    h, w = image_hw
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, h, w) * 255
+    detections = None
+    if is_person_search(model):
+        with torch.no_grad():
+            detections = int(len(model.inference([{"image": x[0]}])[0]["boxes"]))
+    out = dict(
+        meta_architecture=type(model).__name__,
+        input=f"1x3x{h}x{w}",
+        params=num_params(model),
+        gflops=whole_model_gflops(model, x),
+        detections=detections,
+        parts=None,
     )
-    parser.add_argument("--config-file", default="projects/tdn/Base-TDN.yaml", help="TDN config")
-    parser.add_argument("--oim-config", default="projects/oim/Base-OIM.yaml", help="OIM* config")
-    parser.add_argument("--height", type=int, default=600)
-    parser.add_argument("--width", type=int, default=960)
-    parser.add_argument("--proposals", type=int, default=128, help="RPN RoIs per image")
-    parser.add_argument("--boxes", type=int, default=10, help="final person boxes per image")
-    parser.add_argument("--json", default="", help="write the numbers to this file")
-    from reid_plugins.engine import add_plugin_argument
+    if hasattr(model, "analysis_parts"):
+        parts = model.analysis_parts(image_hw, num_rois=num_rois, num_boxes=num_boxes)
+        out["parts"] = count_parts(parts)
+    return out
 
-    add_plugin_argument(parser)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides (TDN)")
-    args = parser.parse_args(argv)
-    logging.getLogger("fvcore").setLevel(logging.ERROR)
 
-    hw = (args.height, args.width)
-    tdn_model = build_for_analysis(args.config_file, args.opts or [], args.plugin)
+def format_analysis(result: Dict, config_file: str, num_rois: int, num_boxes: int) -> str:
+    """The report of :func:`analyze`."""
+    r = result
+    lines = [f"{r['meta_architecture']} ({config_file}), input {r['input']}"]
+    lines.append(
+        f"parameters: {r['params'] / 1e6:.3f} M (as built for analysis: classifiers of 1 class, "
+        f"no memory, no teacher)"
+    )
+    det = ""
+    if r["detections"] is not None:
+        det = f" (with the {r['detections']} detections kept on this random input)"
+    lines.append(f"GFLOPs of one inference (fvcore, 1 MAC = 2 FLOPs): {r['gflops']:.4f}{det}")
+    if r["parts"] is None:
+        lines.append(
+            "no parts declared (a model declares them with analysis_parts(); see "
+            "reid_plugins/modeling/analysis.py)"
+        )
+        return "\n".join(lines)
+    lines.append("")
+    lines.append(f"parts declared by the model ({num_rois} RPN RoIs, {num_boxes} final boxes "
+                 "per image):")  # fmt: skip
+    lines.append(f"{'component':<14} {'input':>18} {'GFLOPs/unit':>12} {'x':>5} {'GFLOPs':>9} "
+                 f"{'params (M)':>11}")  # fmt: skip
+    for name, p in r["parts"].items():
+        lines.append(f"{name:<14} {p['input']:>18} {p['gflops_per_unit']:12.4f} {p['count']:5d} "
+                     f"{p['gflops']:9.3f} {p['params'] / 1e6:11.3f}")  # fmt: skip
+    total = sum(p["gflops"] for p in r["parts"].values())
+    lines.append(f"{'sum of parts':<14} {'':>18} {'':>12} {'':>5} {total:9.3f}")
+    return "\n".join(lines)
+
+
+def table_vii(args) -> Dict:
+    hw = (args.height or 600, args.width or 960)
+    tdn_model = build_for_analysis(args.tdn_config, args.opts or [], args.plugin)
     oim_model = build_for_analysis(args.oim_config, (), args.plugin)
     tdn = analyze_tdn(tdn_model, hw, args.proposals, args.boxes)
     oim = analyze_oim(oim_model, hw, args.proposals)
@@ -339,8 +322,65 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         f"\nparameters (M): TDN {num_params(tdn_model) / 1e6:.2f} (inference model, teacher not "
         f"included), OIM* {num_params(oim_model) / 1e6:.2f}"
     )
-    result = {"tdn": tdn, "oim": oim, "totals": table_totals(tdn, oim),
-              "check": compare_with_paper(tdn, oim)}  # fmt: skip
+    return {"tdn": tdn, "oim": oim, "totals": table_totals(tdn, oim),
+            "check": compare_with_paper(tdn, oim)}  # fmt: skip
+
+
+def main(argv: Optional[List[str]] = None) -> Dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config-file", default="", help="analyse the model of this config")
+    parser.add_argument(
+        "--table-vii",
+        action="store_true",
+        help="TDN Table VII comparison (the default without --config-file)",
+    )
+    parser.add_argument(
+        "--tdn-config",
+        default=os.path.join(REPO, "projects/tdn/Base-TDN.yaml"),
+        help="TDN config of --table-vii",
+    )
+    parser.add_argument(
+        "--oim-config",
+        default=os.path.join(REPO, "projects/oim/Base-OIM.yaml"),
+        help="OIM* config of --table-vii",
+    )
+    parser.add_argument(
+        "--height",
+        type=int,
+        default=0,
+        help="input height (default: INPUT.SIZE_TEST for ReID, 600 for scenes)",
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=0,
+        help="input width (default: INPUT.SIZE_TEST for ReID, 960 for scenes)",
+    )
+    parser.add_argument("--proposals", type=int, default=128, help="RPN RoIs per image")
+    parser.add_argument("--boxes", type=int, default=10, help="final person boxes per image")
+    parser.add_argument("--json", default="", help="write the numbers to this file")
+    from reid_plugins.engine import add_plugin_argument
+
+    add_plugin_argument(parser)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)  # fmt: skip
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+
+    if args.table_vii or not args.config_file:
+        result = table_vii(args)
+    else:
+        cfg = analysis_cfg(args.config_file, args.opts or [], args.plugin)
+        from reid_plugins.modeling import build_model
+
+        model = build_model(cfg).eval()
+        if is_person_search(model):
+            hw = (args.height or 600, args.width or 960)
+        else:
+            hw = (args.height or cfg.INPUT.SIZE_TEST[0], args.width or cfg.INPUT.SIZE_TEST[1])
+        result = analyze(model, hw, args.proposals, args.boxes)
+        print(format_analysis(result, args.config_file, args.proposals, args.boxes))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
@@ -348,8 +388,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-analyze`` console script."""
-    main(argv)
+    """The ``reid-analyze`` console script (one-line user errors, ``--debug``)."""
+    from reid_plugins.utils.errors import run_cli
+
+    run_cli(main, argv)
     return 0
 
 

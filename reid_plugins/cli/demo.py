@@ -1,4 +1,5 @@
-"""``reid-demo`` / ``tools/demo.py``: person search in a folder of scenes or a video, and ReID ranking of crops.
+"""``reid-demo`` / ``tools/demo.py``: person search in a folder of scenes or a video, and ReID
+ranking of crops.
 
 Person search (a trained person-search model; the query is a scene + ``--query-box``, or a
 cropped person when the box is omitted)::
@@ -477,13 +478,17 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-demo`` console script: run the demo, print its summary."""
+    """The ``reid-demo`` console script: run the demo, print its summary (one-line user
+    errors, ``--debug``)."""
+    from reid_plugins.utils.errors import run_cli
     from reid_plugins.utils.logger import setup_logger
 
+    def _run(argv):
+        result = main(argv)
+        print(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=1))
+
     setup_logger(name="reid_plugins")
-    result = main(argv)
-    print(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=1))
-    return 0
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":

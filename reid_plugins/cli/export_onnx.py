@@ -1,4 +1,5 @@
-"""``reid-export`` / ``tools/export_onnx.py``: export a model's re-ID feature extractor to ONNX and check it with onnxruntime.
+"""``reid-export`` / ``tools/export_onnx.py``: export a model's re-ID feature extractor to
+ONNX and check it with onnxruntime.
 
 The exported graph maps ``images`` (N, 3, H, W) float32 RGB 0-255 crops (H, W =
 ``INPUT.SIZE_TEST`` unless ``--input-size``) to ``features`` (N, D), with a dynamic batch
@@ -128,12 +129,16 @@ def main(argv: Optional[List[str]] = None) -> Dict:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-export`` console script: export, verify, print the summary."""
+    """The ``reid-export`` console script: export, verify, print the summary (one-line user
+    errors, ``--debug``)."""
+    from reid_plugins.utils.errors import run_cli
     from reid_plugins.utils.logger import setup_logger
 
+    def _run(argv):
+        print(json.dumps(main(argv), indent=2))
+
     setup_logger(name="reid_plugins")
-    print(json.dumps(main(argv), indent=2))
-    return 0
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":

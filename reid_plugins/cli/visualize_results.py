@@ -1,4 +1,5 @@
-"""``reid-visualize`` / ``tools/visualize_results.py``: visualise evaluation results from the evaluators' JSON dumps (no re-inference).
+"""``reid-visualize`` / ``tools/visualize_results.py``: visualise evaluation results from the
+evaluators' JSON dumps (no re-inference).
 
 Subcommands (PNG files go to ``--output``)::
 
@@ -194,13 +195,15 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-visualize`` console script."""
+    """The ``reid-visualize`` console script (one-line user errors, ``--debug``)."""
+    from reid_plugins.utils.errors import run_cli
     from reid_plugins.utils.logger import setup_logger
 
+    def _run(argv):
+        print(f"Wrote {len(main(argv))} PNG file(s)")
+
     setup_logger(name="reid_plugins")
-    out = main(argv)
-    print(f"Wrote {len(out)} PNG file(s)")
-    return 0
+    return run_cli(_run, argv)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,10 @@ _C.MODEL.BACKBONE.FREEZE_AT = 0
 _C.MODEL.BACKBONE.OUT_FEATURES = ["res5"]
 # Local path to ImageNet weights (torchvision / IBN-Net state dict); "" = random init.
 _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
+# Train the backbone from random weights on purpose. False: training refuses to start when
+# PRETRAIN_PATH and MODEL.WEIGHTS are both empty (the papers start from ImageNet); True:
+# synthetic benchmarks and tests. Evaluation is not affected.
+_C.MODEL.BACKBONE.FROM_SCRATCH = False
 # Normalisation layer: "BN", "SyncBN" (DDP) or "FrozenBN".
 _C.MODEL.BACKBONE.NORM = "BN"
 
@@ -219,6 +223,9 @@ _C.TEST.RERANK.ENABLED = False
 _C.TEST.RERANK.K1 = 20
 _C.TEST.RERANK.K2 = 6
 _C.TEST.RERANK.LAMBDA = 0.3
+# "authors": the authors' released re_ranking code (behind published "+re-ranking" numbers;
+# K2 = 1 disables query expansion); "paper": the paper's equations (K2 = 0 disables it).
+_C.TEST.RERANK.VARIANT = "authors"
 # Gallery samples per query written to the ReID evaluator's JSON ranking dump
 # (reid_topk_<dataset>.json, only when the evaluator is given an output_dir).
 _C.TEST.TOPK_DUMP = 10
@@ -249,6 +256,12 @@ _C.TEST.SEARCH.GALLERY_CURVE = [50, 100, 500, 1000, 2000, 4000]
 _C.TEST.SEARCH.CROSS_CAMERA = False
 # IoU of the detection-quality recall/AP (one-to-one matching).
 _C.TEST.SEARCH.DETECTION_IOU = 0.5
+# Detection recall/AP are reported at these score thresholds and at DET_THRESH
+# (0.01: the threshold of the OIM/SeqNet reference evaluation).
+_C.TEST.SEARCH.DETECTION_THRESHOLDS = [0.01]
+# Detection matching: "standard" (OIM/SeqNet reference rule: a detection is a TP iff it and
+# its best-IoU gt box are each other's best match) or "greedy" (by decreasing score).
+_C.TEST.SEARCH.DETECTION_MATCHING = "standard"
 # Ranking with Context Persons (TDN Eq. 6-8): threshold B and weight LAMBDA.
 _C.TEST.SEARCH.RCP = CN()
 _C.TEST.SEARCH.RCP.ENABLED = False

@@ -2,6 +2,7 @@
 
 from .build import (  # noqa: F401
     ReIDTrainLoader,
+    TrainLoader,
     build_feature_extraction_loader,
     build_reid_test_loader,
     build_reid_train_loader,

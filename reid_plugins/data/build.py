@@ -3,7 +3,7 @@
 Return types (all batches are ``list[dict]``: each dict is a record plus ``"image"``, a
 float32 ``(3, H, W)`` tensor in 0-255 RGB, see :class:`~reid_plugins.data.ReIDDatasetMapper`):
 
-* :func:`build_reid_train_loader` -> :class:`ReIDTrainLoader`, an infinite iterable.
+* :func:`build_reid_train_loader` -> :class:`TrainLoader`, an infinite iterable.
     - ``DATALOADER.MULTI_SOURCE = False``: yields one ``list[dict]`` per iteration
       (``SOLVER.IMS_PER_BATCH // world_size`` images, P x K over the global pids of all
       ``DATASETS.TRAIN`` sets combined).
@@ -17,6 +17,14 @@ float32 ``(3, H, W)`` tensor in 0-255 RGB, see :class:`~reid_plugins.data.ReIDDa
 * :func:`build_feature_extraction_loader` -> ``DataLoader`` over the given records in order,
   evaluation transforms (e.g. to initialise per-domain memories).
 
+One stack serves crops and scenes (:mod:`.scene_build` uses the same pieces): a
+:class:`MapDataset` over serialised records, a :class:`SeededBatchSampler` that turns any index
+batch sampler into batches of ``(index, sample_seed)`` with the **one seeding protocol**
+``sample_seed = SeedSequence([seed, k, j])`` (batch ``k``, position ``j``), a
+:class:`DropNoneCollator` and :class:`TrainLoader` (one ``DataLoader`` per domain). The
+augmentation of a sample therefore depends only on ``(seed, k, j)``: training loaders are
+exactly resumable (:meth:`TrainLoader.set_start_iter`) whatever the worker count.
+
 Unreadable images raise :class:`~reid_plugins.data.ImageReadError` naming the file unless
 ``DATALOADER.SKIP_CORRUPT`` is set; then the mapper logs a warning naming the file and the
 collate function drops the sample, logs a warning and counts it (``loader.num_dropped``), so
@@ -25,6 +33,7 @@ such a batch is smaller than requested.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import multiprocessing as mp
 import pickle
@@ -46,6 +55,8 @@ __all__ = [
     "MapDataset",
     "ReIDTrainLoader",
     "SeededBatchSampler",
+    "TrainLoader",
+    "sample_seed",
     "build_feature_extraction_loader",
     "build_reid_test_loader",
     "build_reid_train_loader",
@@ -83,29 +94,43 @@ class _SerializedRecords:
         return pickle.loads(self._data[start : int(self._ends[index])].tobytes())
 
 
+def _takes_seed(mapper: Callable) -> bool:
+    try:
+        return "seed" in inspect.signature(mapper).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+
+
 class MapDataset(Dataset):
     """``dataset[i] = mapper(records[i])`` (records are serialised once, never modified).
+
+    ``dataset[(i, sample_seed)]`` (what a :class:`SeededBatchSampler` yields) makes the
+    sample's randomness depend only on ``sample_seed``: a mapper with a ``seed`` keyword
+    (e.g. :class:`~reid_plugins.data.scene_mapper.SceneDatasetMapper`) gets it as
+    ``mapper(record, seed=sample_seed)``; any other mapper runs with torch / numpy /
+    ``random`` seeded from it (states restored afterwards).
 
     Args:
         records: list of record dicts.
         mapper: callable record -> dict, or None to drop the sample.
     """
 
-    def __init__(self, records: Sequence[Record], mapper: Callable[[Record], Optional[Record]]):
+    def __init__(self, records: Sequence[Record], mapper: Callable[..., Optional[Record]]):
         self._records = _SerializedRecords(records)
         self._mapper = mapper
+        self._mapper_takes_seed = _takes_seed(mapper)
 
     def __len__(self) -> int:
         return len(self._records)
 
     def __getitem__(self, index) -> Optional[Record]:
         if isinstance(index, tuple):
-            # (index, sample_seed) from a SeededBatchSampler: the augmentation of this sample
-            # depends only on its seed, whatever the worker or the process history.
-            index, sample_seed = index
-            with _seeded_rng(sample_seed):
+            index, seed = int(index[0]), int(index[1])
+            if self._mapper_takes_seed:
+                return self._mapper(self._records[index], seed=seed)
+            with _seeded_rng(seed):
                 return self._mapper(self._records[index])
-        return self._mapper(self._records[index])
+        return self._mapper(self._records[int(index)])
 
 
 class _seeded_rng:
@@ -126,29 +151,49 @@ class _seeded_rng:
         random.setstate(self._states[2])
 
 
-class SeededBatchSampler(Sampler):
-    """Wraps a batch sampler so that batch ``k`` is ``[(index, sample_seed), ...]``.
+def sample_seed(seed: int, k: int, j: int) -> int:
+    """The seed of position ``j`` of training batch ``k``: ``SeedSequence([seed, k, j])``
+    (the one seeding protocol of every training loader)."""
+    return int(np.random.SeedSequence([int(seed), int(k), int(j)]).generate_state(1)[0])
 
-    ``sample_seed`` is a function of ``(seed, k, position)``, so the augmentations of batch
-    ``k`` do not depend on how many batches were drawn before or by which worker: together
-    with :meth:`set_start_iter` (skip the first ``k`` batches of indices, cheap) this makes
-    training loaders exactly resumable.
+
+class SeededBatchSampler(Sampler):
+    """Wraps an (infinite) batch sampler so that batch ``k`` is ``[(index, sample_seed),
+    ...]`` with ``sample_seed = sample_seed(seed, k, position_offset + j)``.
+
+    The augmentations of batch ``k`` therefore do not depend on how many batches were drawn
+    before or by which worker. :meth:`set_start_iter` starts at batch ``k``: it is passed on
+    to a wrapped sampler that has ``set_start_iter`` (which then yields batch ``k`` first),
+    otherwise the first ``k`` index batches are skipped (cheap: no image is read).
+
+    Args:
+        batch_sampler: yields lists of record indices.
+        seed: base seed.
+        position_offset: added to the position in the batch (a rank's slice of a global
+            batch uses its offset, so that seeds do not depend on the number of processes).
     """
 
-    def __init__(self, batch_sampler: Sampler, seed: int):
+    def __init__(self, batch_sampler: Sampler, seed: int, position_offset: int = 0):
         self.batch_sampler = batch_sampler
         self.seed = int(seed)
+        self.position_offset = int(position_offset)
         self.start_iter = 0
 
     def set_start_iter(self, start_iter: int) -> None:
+        if start_iter < 0:
+            raise ValueError(f"start_iter must be >= 0, got {start_iter}")
         self.start_iter = int(start_iter)
 
     def __iter__(self):
-        for k, batch in enumerate(self.batch_sampler):
-            if k < self.start_iter:
-                continue
-            base = (self.seed * 1_000_003 + k) * 4099
-            yield [(int(i), (base + j) % (2**63 - 1)) for j, i in enumerate(batch)]
+        delegate = hasattr(self.batch_sampler, "set_start_iter")
+        if delegate:
+            self.batch_sampler.set_start_iter(self.start_iter)
+        k = 0 if not delegate else self.start_iter
+        off = self.position_offset
+        for batch in self.batch_sampler:
+            if k >= self.start_iter:
+                yield [(int(i), sample_seed(self.seed, k, off + j)) for j, i in enumerate(batch)]
+            k += 1
 
 
 class DropNoneCollator:
@@ -304,16 +349,18 @@ def infer_num_classes(cfg, records: Optional[Sequence[Record]] = None) -> int:
 # ----------------------------------------------------------------------------- #
 # Training loader
 # ----------------------------------------------------------------------------- #
-class ReIDTrainLoader:
-    """Infinite training iterable over one DataLoader per domain (see the module docstring).
+class TrainLoader:
+    """Infinite training iterable over one DataLoader per domain (see the module docstring);
+    the training loader of crops (ReID) and scenes (person search) alike.
 
     Attributes:
-        dataloaders: the underlying ``DataLoader`` objects (one, or one per domain).
+        dataloaders: the underlying ``DataLoader`` objects (one, or one per domain); their
+            batch samplers are :class:`SeededBatchSampler`.
         multi_source: True when iterating yields ``[batch_domain0, batch_domain1, ...]``;
             False when it yields a single ``list[dict]`` batch.
         batch_size: images per batch (per domain) in this process.
         num_pids_per_domain: identities of each domain (single source: one entry, all
-            combined global pids).
+            combined global pids); what the trainer passes to ``build_model``.
     """
 
     def __init__(
@@ -364,7 +411,10 @@ def _train_batch_sampler(cfg, pids: Sequence[int], batch_size: int, seed: int) -
     return BatchSampler(sampler, batch_size // comm.get_world_size(), drop_last=True)
 
 
-def build_reid_train_loader(cfg, mapper: Optional[Callable] = None) -> ReIDTrainLoader:
+ReIDTrainLoader = TrainLoader  # the name used before crops and scenes shared the loader
+
+
+def build_reid_train_loader(cfg, mapper: Optional[Callable] = None) -> TrainLoader:
     """Infinite ReID training loader (P x K batches, one per domain for multi-source).
 
     Args:
@@ -374,7 +424,7 @@ def build_reid_train_loader(cfg, mapper: Optional[Callable] = None) -> ReIDTrain
         mapper: record -> dict callable; default ``ReIDDatasetMapper.from_config(cfg, True)``.
 
     Returns:
-        :class:`ReIDTrainLoader`. Iterating yields, forever, ``list[dict]`` batches
+        :class:`TrainLoader`. Iterating yields, forever, ``list[dict]`` batches
         (single source) or ``list[list[dict]]`` = ``[batch_domain0, batch_domain1, ...]``
         (``DATALOADER.MULTI_SOURCE``), each domain batch holding that domain's images only.
 
@@ -418,7 +468,7 @@ def build_reid_train_loader(cfg, mapper: Optional[Callable] = None) -> ReIDTrain
         total_batch // world_size,
         num_pids,
     )
-    return ReIDTrainLoader(
+    return TrainLoader(
         loaders,
         multi_source=multi,
         batch_size=total_batch // world_size,

@@ -21,6 +21,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from ..utils.errors import UserError
+
 __all__ = ["ImageReadError", "read_image", "check_image_bytes"]
 
 _JPEG_SOI = b"\xff\xd8"
@@ -33,13 +35,20 @@ _STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD8), 0xD8, 0xD9}
 _SUPPORTED_FORMATS = ("RGB", "BGR", "L")
 
 
-class ImageReadError(OSError):
+class ImageReadError(UserError, OSError):
     """An image file cannot be read: missing, empty, corrupt or truncated.
+
+    A :class:`~reid_plugins.utils.errors.UserError`: the tools print it as one line.
 
     Attributes:
         filename: the path of the file.
         reason: a short description of what is wrong.
     """
+
+    hint = (
+        "fix or remove the file, or set DATALOADER.SKIP_CORRUPT True to skip unreadable images "
+        "with a warning"
+    )
 
     def __init__(self, filename: str, reason: Optional[str] = None):
         if reason is None:

@@ -1,12 +1,13 @@
 """Data loaders for person search (scene images with person boxes).
 
-* :func:`build_scene_train_loader` -> :class:`SceneTrainLoader`: an infinite iterable of
+* :func:`build_scene_train_loader` -> :class:`~reid_plugins.data.build.TrainLoader` (the
+  loader of ReID crops too; one map-dataset / sampler / seeding stack): an infinite iterable of
   ``list[dict]`` batches (:class:`~reid_plugins.data.scene_mapper.SceneDatasetMapper` outputs,
   variable image sizes; the model pads them). Shuffled, and **exactly resumable**: global
   batch ``k`` depends only on ``(cfg.SEED, k)``: its record indices are the stream positions
   ``k*B .. (k+1)*B - 1`` of the concatenated per-epoch permutations
   ``default_rng([seed, epoch]).permutation(N)``, and the random flip of position ``j`` of
-  batch ``k`` uses the seed ``SeedSequence([seed, k, j])``. :meth:`SceneTrainLoader.set_start_iter`
+  batch ``k`` uses the seed ``SeedSequence([seed, k, j])``. :meth:`TrainLoader.set_start_iter`
   makes the next iteration start at batch ``k``; worker count does not matter. With several
   processes, rank ``r`` takes the ``r``-th contiguous slice of each global batch.
 * :func:`build_scene_test_loader` -> ``DataLoader`` over the records of a gallery set in
@@ -26,19 +27,21 @@ import logging
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from ..utils import comm
-from .build import DropNoneCollator, _resolve_seed, _SerializedRecords, worker_init_reset_seed
+from .build import (
+    SeededBatchSampler,
+    TrainLoader,
+    _make_loader,
+    _resolve_seed,
+)
 from .catalog import DatasetCatalog
 from .samplers import InferenceSampler
 from .scene_mapper import SceneDatasetMapper
 
 __all__ = [
-    "SceneTrainLoader",
     "SceneTrainBatchSampler",
-    "SceneDataset",
     "build_scene_train_loader",
     "build_scene_test_loader",
     "build_scene_query_loader",
@@ -147,27 +150,11 @@ def search_dataset_pair(name: str) -> Tuple[str, str]:
 # ----------------------------------------------------------------------------- #
 # Training
 # ----------------------------------------------------------------------------- #
-class SceneDataset(Dataset):
-    """``dataset[(index, seed)] = mapper(records[index], seed=seed)``; plain ``int`` indices
-    call ``mapper(records[index])``. Records are serialised once and never modified."""
-
-    def __init__(self, records: Sequence[Record], mapper: Callable[..., Optional[Record]]):
-        self._records = _SerializedRecords(records)
-        self._mapper = mapper
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def __getitem__(self, item) -> Optional[Record]:
-        if isinstance(item, tuple):
-            index, seed = item
-            return self._mapper(self._records[int(index)], seed=int(seed))
-        return self._mapper(self._records[int(item)])
-
-
-class SceneTrainBatchSampler(Sampler[List[Tuple[int, int]]]):
-    """Infinite batches of ``(record_index, sample_seed)`` starting at global batch
-    ``start_iter`` (definition in the module docstring).
+class SceneTrainBatchSampler(Sampler[List[int]]):
+    """Infinite batches of record indices starting at global batch ``start_iter``: this
+    rank's slice of the concatenated per-epoch permutations (module docstring). Wrapped in a
+    :class:`~reid_plugins.data.build.SeededBatchSampler` (with this rank's position offset)
+    by :func:`build_scene_train_loader`.
 
     Args:
         size: number of records (> 0).
@@ -204,8 +191,17 @@ class SceneTrainBatchSampler(Sampler[List[Tuple[int, int]]]):
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, epoch]).permutation(self.size)
 
-    def global_batch(self, k: int) -> List[Tuple[int, int]]:
-        """Global batch ``k`` as ``[(record_index, sample_seed), ...]``."""
+    def set_start_iter(self, start_iter: int) -> None:
+        """Make the next ``iter(self)`` start at global batch ``start_iter``."""
+        self.start_iter = int(start_iter)
+
+    @property
+    def position_offset(self) -> int:
+        """Position of this rank's slice in the global batch."""
+        return self.rank * self.local_batch_size
+
+    def global_batch(self, k: int) -> List[int]:
+        """Record indices of global batch ``k``."""
         out = []
         start = k * self.batch_size
         epoch, perm = -1, None
@@ -213,11 +209,10 @@ class SceneTrainBatchSampler(Sampler[List[Tuple[int, int]]]):
             e, pos = divmod(start + j, self.size)
             if e != epoch:
                 epoch, perm = e, self._permutation(e)
-            seed = int(np.random.SeedSequence([self.seed, k, j]).generate_state(1)[0])
-            out.append((int(perm[pos]), seed))
+            out.append(int(perm[pos]))
         return out
 
-    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+    def __iter__(self) -> Iterator[List[int]]:
         lo = self.rank * self.local_batch_size
         k = self.start_iter
         while True:
@@ -225,69 +220,7 @@ class SceneTrainBatchSampler(Sampler[List[Tuple[int, int]]]):
             k += 1
 
 
-class SceneTrainLoader:
-    """Infinite, resumable training iterable of scene batches (see the module docstring).
-
-    Attributes:
-        records: the training records (pids offset per set).
-        num_pids: labelled identities (OIM lookup-table size).
-        num_pids_per_domain: ``[num_pids]`` (pids are offset per training set, so one count
-            covers them all); what the trainer passes to ``build_model``.
-        batch_size: images per batch in this process.
-        batch_sampler: the :class:`SceneTrainBatchSampler`.
-    """
-
-    def __init__(
-        self,
-        records: Sequence[Record],
-        mapper: Callable[..., Optional[Record]],
-        *,
-        batch_size: int,
-        seed: int,
-        num_workers: int = 0,
-        rank: Optional[int] = None,
-        world_size: Optional[int] = None,
-    ) -> None:
-        self.records = list(records)
-        self.num_pids = num_scene_train_pids(self.records)
-        self.num_pids_per_domain = [self.num_pids]
-        self.seed = int(seed)
-        self.num_workers = int(num_workers)
-        self.batch_sampler = SceneTrainBatchSampler(
-            len(self.records), batch_size, self.seed, rank=rank, world_size=world_size
-        )
-        self.batch_size = self.batch_sampler.local_batch_size
-        self._dataset = SceneDataset(self.records, mapper)
-        self._collate = DropNoneCollator()
-        rank = self.batch_sampler.rank
-        self._worker_seed = self.seed + 1_000_003 * rank
-
-    def set_start_iter(self, start_iter: int) -> None:
-        """Make the next ``iter(self)`` start at global batch ``start_iter``."""
-        if start_iter < 0:
-            raise ValueError(f"start_iter must be >= 0, got {start_iter}")
-        self.batch_sampler.start_iter = int(start_iter)
-
-    @property
-    def num_dropped(self) -> int:
-        """Samples dropped so far because their image was unreadable (SKIP_CORRUPT)."""
-        return self._collate.num_dropped
-
-    def __iter__(self) -> Iterator[List[Record]]:
-        generator = torch.Generator()
-        generator.manual_seed(self._worker_seed)
-        loader = DataLoader(
-            self._dataset,
-            batch_sampler=self.batch_sampler,
-            num_workers=self.num_workers,
-            collate_fn=self._collate,
-            worker_init_fn=worker_init_reset_seed,
-            generator=generator,
-        )
-        yield from loader
-
-
-def build_scene_train_loader(cfg, mapper: Optional[Callable] = None) -> SceneTrainLoader:
+def build_scene_train_loader(cfg, mapper: Optional[Callable] = None) -> TrainLoader:
     """Infinite, shuffled, resumable scene training loader.
 
     Args:
@@ -298,29 +231,37 @@ def build_scene_train_loader(cfg, mapper: Optional[Callable] = None) -> SceneTra
             ``SceneDatasetMapper.from_config(cfg, is_train=True)``.
 
     Returns:
-        :class:`SceneTrainLoader`; iterating yields ``list[dict]`` batches forever.
+        :class:`~reid_plugins.data.build.TrainLoader` (single source); iterating yields
+        ``list[dict]`` batches forever; ``num_pids_per_domain = [labelled identities]`` (pids
+        are offset per training set, so one count covers them all: the OIM lookup-table /
+        classifier size).
     """
     if mapper is None:
         mapper = SceneDatasetMapper.from_config(cfg, is_train=True)
     records = get_scene_train_records(cfg)
     seed = _resolve_seed(cfg)
-    loader = SceneTrainLoader(
-        records,
-        mapper,
-        batch_size=cfg.SOLVER.IMS_PER_BATCH,
-        seed=seed,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+    index_sampler = SceneTrainBatchSampler(len(records), cfg.SOLVER.IMS_PER_BATCH, seed)
+    batch_sampler = SeededBatchSampler(index_sampler, seed, index_sampler.position_offset)
+    worker_seed = seed + 1_000_003 * index_sampler.rank
+    dataloader = _make_loader(
+        records, mapper, batch_sampler, cfg.DATALOADER.NUM_WORKERS, worker_seed
     )
+    num_pids = num_scene_train_pids(records)
     logger.info(
         "Scene train loader: %s, %d images, %d labelled ids, %d images per batch per process, "
         "seed %d",
         list(cfg.DATASETS.TRAIN),
         len(records),
-        loader.num_pids,
-        loader.batch_size,
+        num_pids,
+        index_sampler.local_batch_size,
         seed,
     )
-    return loader
+    return TrainLoader(
+        [dataloader],
+        multi_source=False,
+        batch_size=index_sampler.local_batch_size,
+        num_pids_per_domain=[num_pids],
+    )
 
 
 # ----------------------------------------------------------------------------- #
@@ -332,13 +273,7 @@ def _test_batch_size(cfg) -> int:
 
 def _ordered_loader(cfg, records: Sequence[Record], mapper: Callable) -> DataLoader:
     sampler = BatchSampler(InferenceSampler(len(records)), _test_batch_size(cfg), drop_last=False)
-    return DataLoader(
-        SceneDataset(records, mapper),
-        batch_sampler=sampler,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
-        collate_fn=DropNoneCollator(),
-        worker_init_fn=worker_init_reset_seed,
-    )
+    return _make_loader(records, mapper, sampler, cfg.DATALOADER.NUM_WORKERS, 0)
 
 
 def build_scene_test_loader(cfg, dataset_name: str, mapper: Optional[Callable] = None):

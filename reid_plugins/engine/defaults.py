@@ -6,9 +6,14 @@ import argparse
 import json
 import logging
 import os
+import shlex
+import signal
+import sys
+import threading
 import weakref
 from collections import OrderedDict
-from typing import Dict, List, Optional
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
 
 import torch
 from fvcore.common.registry import Registry
@@ -16,9 +21,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import Checkpointer
 from ..modeling import build_model
+from ..modeling.backbone.build import check_pretrained_backbone
 from ..solver import build_grad_clipper, build_lr_scheduler, build_optimizer
 from ..utils import comm
-from ..utils.env import collect_env_info, seed_all_rng, set_deterministic
+from ..utils.env import collect_env_info, local_process_count, seed_all_rng, set_deterministic
+from ..utils.errors import OutputDirError, TrainingInterrupted
 from ..utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
@@ -33,6 +40,8 @@ __all__ = [
     "default_writers",
     "create_ddp_model",
     "build_trainer",
+    "check_output_dir",
+    "resume_command",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +71,16 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     )
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train from scratch even if OUTPUT_DIR holds a finished run (model_final.pth)",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of errors caused by bad input (config, data, weights)",
+    )
+    parser.add_argument(
         "--num-gpus",
         type=int,
         default=1,
@@ -86,17 +105,68 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     return parser
 
 
+def check_output_dir(output_dir: str) -> None:
+    """Create ``output_dir`` and check that files can be written in it.
+
+    Raises:
+        OutputDirError: naming the folder and the system's reason.
+    """
+    probe = os.path.join(output_dir, f".write_test.{os.getpid()}")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise OutputDirError(f"Cannot write to OUTPUT_DIR '{output_dir}': {e.strerror or e}") from e
+
+
+def share_cpu_among_processes(cfg) -> None:
+    """On CPU with several local training processes (``--num-gpus N`` without CUDA), divide
+    ``DATALOADER.NUM_WORKERS`` (in ``cfg``) and torch's intra-op threads by their number, so
+    that N processes use the cores (and spawn the workers) one process would."""
+    n = local_process_count()
+    device = str(cfg.MODEL.DEVICE)
+    on_cpu = device.startswith("cpu") or (device == "auto" and not torch.cuda.is_available())
+    if n <= 1 or not on_cpu:
+        return
+    workers = int(cfg.DATALOADER.NUM_WORKERS)
+    frozen = cfg.is_frozen()
+    cfg.defrost()
+    cfg.DATALOADER.NUM_WORKERS = workers // n
+    if frozen:
+        cfg.freeze()
+    threads = torch.get_num_threads()
+    if threads > 1 and "REID_THREADS_SHARED" not in os.environ:
+        os.environ["REID_THREADS_SHARED"] = "1"
+        torch.set_num_threads(max(1, threads // n))
+    logging.getLogger("reid_plugins").info(
+        "%d CPU processes on this machine: DATALOADER.NUM_WORKERS %d -> %d and %d torch "
+        "threads per process",
+        n,
+        workers,
+        cfg.DATALOADER.NUM_WORKERS,
+        torch.get_num_threads(),
+    )
+
+
 def default_setup(cfg, args) -> None:
     """Output dir, loggers, environment info, config dump (``config.yaml``) and seed.
+
+    Also shares CPU threads and loader workers among local processes on CPU
+    (:func:`share_cpu_among_processes`).
 
     Args:
         cfg: the final (frozen or not) config.
         args: the parsed command line (may be None).
+
+    Raises:
+        OutputDirError: ``OUTPUT_DIR`` cannot be written.
     """
     output_dir = cfg.OUTPUT_DIR
     rank = comm.get_rank()
     if comm.is_main_process() and output_dir:
-        os.makedirs(output_dir, exist_ok=True)
+        check_output_dir(output_dir)
     comm.synchronize()
     setup_logger(output_dir, distributed_rank=rank, name="reid_plugins")
     setup_logger(output_dir, distributed_rank=rank, name="fvcore")
@@ -113,6 +183,7 @@ def default_setup(cfg, args) -> None:
         with open(path, "w") as f:
             f.write(cfg.dump())
         log.info("Full config saved to %s", path)
+    share_cpu_among_processes(cfg)
     seed = cfg.SEED if cfg.SEED < 0 else cfg.SEED + rank
     seed_all_rng(seed)
     if cfg.DETERMINISTIC:
@@ -128,6 +199,46 @@ def default_writers(output_dir: str, max_iter: int) -> List:
         JSONWriter(os.path.join(output_dir, "metrics.json")),
         TensorboardXWriter(output_dir),
     ]
+
+
+def resume_command(argv: Optional[List[str]] = None) -> str:
+    """The command line that resumes this run: ``sys.argv`` with ``--resume`` added right
+    after the script (before the KEY VALUE overrides, which take the rest of the line) and
+    ``--overwrite`` removed."""
+    argv = list(sys.argv if argv is None else argv)
+    rest = [a for a in argv[1:] if a not in ("--overwrite", "--resume")]
+    return " ".join(shlex.quote(a) for a in ["python", argv[0] if argv else "", "--resume", *rest])
+
+
+_SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+@contextmanager
+def stop_on_signals(trainer: "DefaultTrainer") -> Iterator[None]:
+    """Within the block, SIGINT / SIGTERM ask ``trainer`` to stop after its current iteration
+    (``trainer._stop_signal``); a second signal interrupts at once (``KeyboardInterrupt``).
+    Only installed in the main thread; the previous handlers are restored on exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer._stop_signal:
+            raise KeyboardInterrupt(f"{_SIGNAL_NAMES.get(signum, signum)} received twice")
+        trainer._stop_signal = signum
+        logger.warning(
+            "%s received: stopping after iteration %d and saving a checkpoint (send it again "
+            "to stop at once without saving)",
+            _SIGNAL_NAMES.get(signum, signum),
+            trainer.iter,
+        )
+
+    old = {s: signal.signal(s, handler) for s in _SIGNAL_NAMES}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
@@ -161,6 +272,7 @@ class DefaultTrainer(TrainerBase):
         data_loader = self.build_train_loader(cfg)
         model = self.build_model(cfg, getattr(data_loader, "num_pids_per_domain", None))
         self.optimizer = optimizer = self.build_optimizer(cfg, model)
+        check_pretrained_backbone(cfg, model)  # after the data: a missing dataset is named first
         self.model_without_ddp = model
         model = create_ddp_model(
             model, broadcast_buffers=False, find_unused_parameters=self.find_unused_parameters(cfg)
@@ -172,6 +284,7 @@ class DefaultTrainer(TrainerBase):
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
+        self._stop_signal = 0  # set by SIGINT / SIGTERM during train()
         self.register_hooks(self.build_hooks())
 
     # ------------------------------------------------------------------ building blocks
@@ -244,9 +357,9 @@ class DefaultTrainer(TrainerBase):
                 else None
             ),
         ]
-        memory_hook = self.build_memory_init_hook()
-        if memory_hook is not None:
-            ret.insert(1, memory_hook)
+        data_init_hook = self.build_data_init_hook()
+        if data_init_hook is not None:
+            ret.insert(1, data_init_hook)
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -260,10 +373,12 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return [h for h in ret if h is not None]
 
-    def build_memory_init_hook(self) -> Optional[hooks.HookBase]:
-        """A :class:`~hooks.MemoryInitHook` when the model has a memory loss, else None."""
+    def build_data_init_hook(self) -> Optional[hooks.HookBase]:
+        """A :class:`~hooks.DataInitHook` when the model initialises state from its training
+        data (``initialize_from_data``), else None. The trainer supplies one evaluation-
+        transform loader per training domain."""
         model = self.model_without_ddp
-        if getattr(model, "memory_loss", None) is None:
+        if not callable(getattr(model, "initialize_from_data", None)):
             return None
         cfg = self.cfg
 
@@ -277,7 +392,7 @@ class DefaultTrainer(TrainerBase):
             ]
             return [build_feature_extraction_loader(recs, cfg) for recs in per_domain]
 
-        return hooks.MemoryInitHook(model, loaders)
+        return hooks.DataInitHook(model, loaders)
 
     def build_writers(self) -> List:
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
@@ -304,9 +419,49 @@ class DefaultTrainer(TrainerBase):
             loader.set_start_iter(self.start_iter)
 
     def train(self) -> Optional[Dict]:
-        """Train from ``start_iter`` to ``SOLVER.MAX_ITER``; return the last eval results."""
-        super().train(self.start_iter, self.max_iter)
+        """Train from ``start_iter`` to ``SOLVER.MAX_ITER``; return the last eval results.
+
+        SIGINT (Ctrl-C) or SIGTERM stops training at the end of the current iteration, after
+        all its hooks ran: a checkpoint ``model_<iter>.pth`` is saved (and tagged as the last
+        one) and :class:`~reid_plugins.utils.errors.TrainingInterrupted` is raised, whose
+        message says how to resume; the tools exit with 130 (SIGINT) or 143 (SIGTERM).
+
+        Raises:
+            TrainingInterrupted: on SIGINT / SIGTERM.
+        """
+        self._stop_signal = 0
+        with stop_on_signals(self):
+            super().train(self.start_iter, self.max_iter)
         return getattr(self, "_last_eval_results", None)
+
+    def after_step(self) -> None:
+        super().after_step()
+        if self._stop_requested():
+            self._save_and_stop()
+
+    def _stop_requested(self) -> bool:
+        """A signal was received here, or (DDP) in any process: all stop at the same
+        iteration."""
+        if comm.get_world_size() == 1:
+            return bool(self._stop_signal)
+        flag = torch.tensor([float(self._stop_signal)])
+        torch.distributed.all_reduce(
+            flag, op=torch.distributed.ReduceOp.MAX, group=comm._cpu_group()
+        )
+        self._stop_signal = int(flag.item())
+        return bool(self._stop_signal)
+
+    def _save_and_stop(self) -> None:
+        name = f"model_{self.iter:07d}"
+        self.checkpointer.save(name, iteration=self.iter)
+        comm.synchronize()
+        path = os.path.join(self.cfg.OUTPUT_DIR, name + ".pth")
+        signame = _SIGNAL_NAMES.get(self._stop_signal, str(self._stop_signal))
+        raise TrainingInterrupted(
+            f"Training stopped by {signame} after iteration {self.iter}; checkpoint saved to "
+            f"{path}. Resume with: {resume_command()}",
+            self._stop_signal,
+        )
 
     def run_step(self) -> None:
         self._trainer.iter = self.iter

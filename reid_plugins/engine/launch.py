@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
 from datetime import timedelta
 from typing import Callable, Tuple
 
@@ -13,6 +16,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..utils import comm
+from ..utils.errors import (
+    USER_ERROR_EXIT,
+    TrainingInterrupted,
+    debug_enabled,
+    exit_code,
+    is_user_error,
+    report_user_error,
+)
 
 __all__ = ["launch", "default_backend", "launched_by_torchrun"]
 
@@ -50,9 +61,16 @@ def launch(
 ) -> None:
     """Run ``main_func(*args)`` in ``num_gpus_per_machine * num_machines`` processes.
 
-    Without CUDA, ``num_gpus_per_machine`` is the number of CPU processes (gloo). Under
-    ``torchrun`` the process group is initialised from the environment and ``main_func`` runs
-    in the current process. With a world size of 1, ``main_func`` is simply called.
+    Without CUDA, ``num_gpus_per_machine`` is the number of CPU processes (gloo), and each
+    gets ``1/num_gpus_per_machine`` of torch's threads. Under ``torchrun`` the process group is
+    initialised from the environment and ``main_func`` runs in the current process. With a
+    world size of 1, ``main_func`` is simply called.
+
+    User errors (:class:`~reid_plugins.utils.errors.UserError`) in a worker process are
+    printed there as one line and end it with the error's exit status; the launcher then
+    exits with that status too (``SystemExit``) instead of printing the worker's traceback
+    (shown with ``--debug``). SIGTERM sent to the launcher is forwarded to the workers (Ctrl-C
+    reaches them directly), which stop after their current iteration and save a checkpoint.
 
     Args:
         main_func: the function to run in every process.
@@ -83,7 +101,7 @@ def launch(
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
     if num_machines > 1 and dist_url.startswith("file://"):
         logger.warning("file:// init across machines needs a shared file system")
-    mp.start_processes(
+    context = mp.start_processes(
         _distributed_worker,
         nprocs=num_gpus_per_machine,
         args=(
@@ -98,7 +116,40 @@ def launch(
         ),
         daemon=False,
         start_method="spawn",
+        join=False,
     )
+    _join_workers(context)
+
+
+def _join_workers(context) -> None:
+    """Wait for the workers, forwarding SIGTERM to them and ignoring SIGINT (Ctrl-C reaches
+    every process of the terminal's group); a worker that reported a user error or an
+    interrupt makes the launcher exit with the worker's status."""
+
+    def forward(signum, frame):
+        for p in context.processes:
+            if p.is_alive():
+                os.kill(p.pid, signum)
+
+    is_main_thread = threading.current_thread() is threading.main_thread()
+    old = {}
+    if is_main_thread:
+        old = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while not context.join():
+            pass
+    except mp.ProcessExitedException as e:
+        if e.exit_code in _REPORTED_EXIT_CODES:  # the worker printed the one-line report
+            raise SystemExit(e.exit_code) from None
+        raise
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# Exit statuses of workers that already printed their one-line report.
+_REPORTED_EXIT_CODES = (USER_ERROR_EXIT, 128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 
 def _distributed_worker(
@@ -125,9 +176,12 @@ def _distributed_worker(
     os.environ["LOCAL_RANK"] = str(local_rank)
     os.environ["RANK"] = str(global_rank)
     os.environ["WORLD_SIZE"] = str(world_size)
-    # Keep CPU workers from oversubscribing the cores.
+    os.environ["LOCAL_WORLD_SIZE"] = str(num_gpus_per_machine)
+    # Keep CPU workers from oversubscribing the cores: N processes share one process' threads
+    # (OMP_NUM_THREADS if set, else the cores).
     if backend == "gloo":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_gpus_per_machine))
+        torch.set_num_threads(max(1, torch.get_num_threads() // num_gpus_per_machine))
+        os.environ["REID_THREADS_SHARED"] = "1"
     dist.init_process_group(
         backend=backend,
         init_method=dist_url,
@@ -138,6 +192,13 @@ def _distributed_worker(
     comm.synchronize()
     try:
         main_func(*args)
+    except Exception as e:  # noqa: BLE001 - user errors: one line; anything else propagates
+        if debug_enabled() or not is_user_error(e):
+            raise
+        # Every rank stops on an interrupt: one report (rank 0) is enough.
+        if global_rank == 0 or not isinstance(e, TrainingInterrupted):
+            report_user_error(e, prefix=f"[rank {global_rank}] " if global_rank else "")
+        sys.exit(exit_code(e))
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

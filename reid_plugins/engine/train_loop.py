@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..utils import comm
+from ..utils.errors import is_user_error
 from ..utils.events import EventStorage, get_event_storage
 
 __all__ = [
@@ -104,8 +105,11 @@ class TrainerBase:
                     self.after_step()
                 # ``self.iter == max_iter`` signals completion to after_train hooks.
                 self.iter += 1
-            except Exception:
-                logger.exception("Exception during training:")
+            except Exception as e:
+                if is_user_error(e):  # reported as one line by the tools; traceback in the log
+                    logger.debug("Training stopped at iteration %d:", self.iter, exc_info=True)
+                else:
+                    logger.exception("Exception during training:")
                 raise
             finally:
                 self.after_train()

@@ -10,8 +10,9 @@ Model contract (what a person-search meta-architecture must implement for evalua
       {"boxes": (N, 4) float tensor, x1y1x2y2 in ORIGINAL image coordinates,
        "scores": (N,) person scores, "features": (N, D) re-ID features}
 
-  Return every detection the model keeps; the evaluator keeps those with ``score >=
-  det_thresh`` (the only ones any metric uses).
+  Return every detection the model keeps; the evaluator keeps the features of those with
+  ``score >= det_thresh`` (search) and the boxes of those with ``score >=`` the lowest
+  detection-quality threshold (detection AP/recall).
 * **Query pass** -- ``model.extract_query(inputs)`` (falls back to ``model(inputs)`` when the
   model has no ``extract_query``; the inputs then carry ``"query_box"`` so the model can tell).
   ``inputs`` = scene dicts of the query images plus ``"query_box"`` (4,) x1y1x2y2 in ORIGINAL
@@ -32,16 +33,18 @@ Model contract (what a person-search meta-architecture must implement for evalua
 Queries can also be fed without a model through :meth:`PersonSearchEvaluator.add_query`.
 :func:`run_person_search_inference` runs both passes and evaluates.
 
-Detection quality uses the gallery gt (``"boxes"``/``"pids"`` of the gallery inputs): greedy
-one-to-one matching at IoU ``detection_iou`` of the detections kept by ``det_thresh``;
-"labeled" = persons with pid >= 0, unlabelled persons being ignore regions (see
-:func:`~reid_plugins.evaluation.search_metrics.detection_recall_ap`).
+Detection quality uses the gallery gt (``"boxes"``/``"pids"`` of the gallery inputs) at IoU
+``detection_iou``, by default with the matching rule of the OIM/SeqNet reference evaluation
+(``detection_matching="greedy"``: the former greedy rule), at every score threshold of
+``detection_thresholds`` (default 0.01, the threshold of the reference) and at ``det_thresh``;
+"labeled" = persons with pid >= 0 (see
+:func:`~reid_plugins.evaluation.detection_metrics.detection_recall_ap`).
 
-Results (percentages 0-100)::
+Results (percentages 0-100; ``T`` = a threshold written with ``%g``, e.g. ``AP@0.01``)::
 
     {"search": {"mAP", "top-1", "top-5", "top-10", "det_thresh" (raw value, not a %)},
-     "detection": {"recall", "AP", "recall_labeled", "AP_labeled"},   # needs gallery gt
-     "search_gallery_curve": {size: mAP}}                              # CUHK-SYSU, if given
+     "detection": {"recall@T", "AP@T", "recall_labeled@T", "AP_labeled@T"},  # needs gallery gt
+     "search_gallery_curve": {size: mAP}}                                     # CUHK-SYSU
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..utils import comm
+from .detection_metrics import DETECTION_MATCHING
 from .evaluator import DatasetEvaluator, inference_context
 from .search_metrics import (
     SearchGallery,
@@ -99,7 +103,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
         query_dataset_name: registered name of the query set (logs only).
         gallery_size: CUHK-SYSU gallery size of ``queries[i]["gallery"]`` (logged); ``-1`` =
             full set (all gallery images except the query's).
-        det_thresh: keep detections with ``score >= det_thresh`` (search and detection).
+        det_thresh: search uses the detections with ``score >= det_thresh``; detection
+            quality is also reported at this threshold.
         rcp: ``(b, lam)`` to rank with context persons (TDN Eq. 6-8), or None.
         cross_camera: PRW only: gallery = other cameras' frames (default multi-view).
         gallery_curve: CUHK-SYSU ``{size: [per-query gallery]}`` for the mAP curve, aligned
@@ -109,6 +114,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
             the gallery inputs' ``"boxes"``/``"pids"``/``"camid"``.
         topk: reported ranks.
         detection_iou: IoU of the detection-quality metrics.
+        detection_thresholds: further score thresholds of the detection metrics (default
+            0.01, the reference's).
+        detection_matching: ``"standard"`` (OIM/SeqNet reference rule) or ``"greedy"``.
         output_dir: if set, ``search_results_<protocol>.json`` with per-query records (query
             image/box/pid, AP, top-10 gallery image ids, boxes, scores, correct flags).
         distributed: gather predictions from all processes (rank 0 evaluates).
@@ -129,6 +137,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
         gallery_annotations: Optional[Mapping[str, Mapping]] = None,
         topk: Sequence[int] = (1, 5, 10),
         detection_iou: float = 0.5,
+        detection_thresholds: Sequence[float] = (0.01,),
+        detection_matching: str = "standard",
         output_dir: Optional[str] = None,
         distributed: bool = True,
     ) -> None:
@@ -143,6 +153,15 @@ class PersonSearchEvaluator(DatasetEvaluator):
         self.cross_camera = bool(cross_camera)
         self.topk = tuple(int(k) for k in topk)
         self.detection_iou = float(detection_iou)
+        if detection_matching not in DETECTION_MATCHING:
+            raise ValueError(
+                f"detection_matching (TEST.SEARCH.DETECTION_MATCHING) must be one of "
+                f"{DETECTION_MATCHING}, got '{detection_matching}'"
+            )
+        self.detection_matching = detection_matching
+        self.detection_thresholds = sorted(
+            {float(t) for t in detection_thresholds} | {self.det_thresh}
+        )
         self.output_dir = output_dir
         self.distributed = distributed
         self.queries = [self._check_query(i, q) for i, q in enumerate(queries)]
@@ -268,12 +287,15 @@ class PersonSearchEvaluator(DatasetEvaluator):
             cross_camera=s.CROSS_CAMERA,
             gallery_curve=curve,
             detection_iou=s.DETECTION_IOU,
+            detection_thresholds=s.DETECTION_THRESHOLDS,
+            detection_matching=s.DETECTION_MATCHING,
             output_dir=output_dir if output_dir is not None else cfg.OUTPUT_DIR,
         )
 
     # ---------------------------------------------------------------------------------------
     def reset(self) -> None:
         self._dets: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
+        self._det_boxes: Dict[str, np.ndarray] = {}
         self._annotations: Dict[str, Dict] = {}
         self._query_feats: Dict[int, np.ndarray] = {}
         self._query_dets: Dict[int, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -294,8 +316,10 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 raise ValueError(
                     f"image '{name}': {boxes.shape[0]} boxes but {scores.shape[0]} scores"
                 )
-            keep = scores >= self.det_thresh  # both metrics use only these: store no more
+            keep = scores >= self.det_thresh  # search uses only these: store no more
             self._dets[name] = (np.c_[boxes[keep], scores[keep]], feats[keep])
+            low = scores >= self.detection_thresholds[0]
+            self._det_boxes[name] = np.c_[boxes[low], scores[low]]
             if "boxes" in inp:
                 gt = _np(inp["boxes"], np.float64).reshape(-1, 4)
                 pids = _np(inp.get("pids", -np.ones(len(gt))), np.int64).reshape(-1)
@@ -352,14 +376,19 @@ class PersonSearchEvaluator(DatasetEvaluator):
             )
 
     # ---------------------------------------------------------------------------------------
-    def _gather(self):
-        state = (
+    def _state(self) -> Tuple[Dict, ...]:
+        """What :meth:`evaluate` needs from this process (gathered across processes)."""
+        return (
             self._dets,
+            self._det_boxes,
             self._annotations,
             self._query_feats,
             self._query_dets,
             self._query_ctx,
         )
+
+    def _gather(self):
+        state = self._state()
         if not self.distributed or comm.get_world_size() == 1:
             return state
         parts = comm.gather(state, dst=0)
@@ -398,7 +427,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
         state = self._gather()
         if state is None:
             return {}
-        dets, annotations, query_feats, query_dets, query_ctx = state
+        dets, det_boxes, annotations, query_feats, query_dets, query_ctx = state
         missing = [i for i in range(len(self.queries)) if i not in query_feats]
         if missing:
             raise RuntimeError(
@@ -454,16 +483,25 @@ class PersonSearchEvaluator(DatasetEvaluator):
                     f"{len(missing_dets)} annotated gallery images have no predictions, "
                     f"e.g. {missing_dets[:5]}"
                 )
-            d = {k: dets[k][0] for k in gt}
-            kw_det = dict(iou_thresh=self.detection_iou, det_thresh=self.det_thresh, gt_pids=pids)
-            full = detection_recall_ap(gt, d, **kw_det)
-            lab = detection_recall_ap(gt, d, labeled_only=True, **kw_det)
-            results["detection"] = {
-                "recall": 100 * full["recall"],
-                "AP": 100 * full["AP"],
-                "recall_labeled": 100 * lab["recall"],
-                "AP_labeled": 100 * lab["AP"],
-            }
+            d = {k: det_boxes.get(k, dets[k][0]) for k in gt}
+            results["detection"] = {}
+            for t in self.detection_thresholds:
+                kw_det = dict(
+                    iou_thresh=self.detection_iou,
+                    det_thresh=t,
+                    gt_pids=pids,
+                    matching=self.detection_matching,
+                )
+                full = detection_recall_ap(gt, d, **kw_det)
+                lab = detection_recall_ap(gt, d, labeled_only=True, **kw_det)
+                results["detection"].update(
+                    {
+                        f"recall@{t:g}": 100 * full["recall"],
+                        f"AP@{t:g}": 100 * full["AP"],
+                        f"recall_labeled@{t:g}": 100 * lab["recall"],
+                        f"AP_labeled@{t:g}": 100 * lab["AP"],
+                    }
+                )
         if self.gallery_curve:
             curve = search_gallery_curve(qfeats, qimgs, gallery, self.gallery_curve, **kw)
             results["search_gallery_curve"] = {n: 100 * v for n, v in curve.items()}
@@ -493,6 +531,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             "protocol": self.protocol,
             "gallery_size": self.gallery_size,
             "det_thresh": self.det_thresh,
+            "detection_matching": self.detection_matching,
             "rcp": self.rcp,
             "cross_camera": self.cross_camera,
         }

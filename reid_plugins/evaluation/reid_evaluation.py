@@ -14,7 +14,7 @@ from ..utils import comm
 from .distance import GalleryDistance
 from .evaluator import DatasetEvaluator
 from .rank import evaluate_features, evaluate_rank
-from .rerank import re_ranking
+from .rerank import RERANK_VARIANTS, re_ranking
 
 __all__ = ["ReIDEvaluator"]
 
@@ -56,7 +56,8 @@ class ReIDEvaluator(DatasetEvaluator):
         max_rank: CMC length.
         chunk_size: queries per distance/ranking chunk (bounded memory).
         rerank: apply k-reciprocal re-ranking (Zhong et al. 2017) with ``rerank_k1``,
-            ``rerank_k2``, ``rerank_lambda``.
+            ``rerank_k2``, ``rerank_lambda``; ``rerank_variant`` ``"authors"`` (the released
+            code, default) or ``"paper"`` (:func:`~reid_plugins.evaluation.rerank.re_ranking`).
         pairwise_fn: optional model-provided distance replacing ``metric``:
             ``pairwise_fn(q_feats_chunk, g_feats) -> (chunk, N_g)`` tensor/array, lower = more
             similar (e.g. GMN's metric network). Called chunk by chunk (with re-ranking also
@@ -82,6 +83,7 @@ class ReIDEvaluator(DatasetEvaluator):
         rerank_k1: int = 20,
         rerank_k2: int = 6,
         rerank_lambda: float = 0.3,
+        rerank_variant: str = "authors",
         pairwise_fn: Optional[Callable[[torch.Tensor, torch.Tensor], Any]] = None,
         output_dir: Optional[str] = None,
         topk_dump: int = 10,
@@ -106,6 +108,11 @@ class ReIDEvaluator(DatasetEvaluator):
         self.rerank = bool(rerank)
         self.rerank_k1, self.rerank_k2 = int(rerank_k1), int(rerank_k2)
         self.rerank_lambda = float(rerank_lambda)
+        if rerank_variant not in RERANK_VARIANTS:
+            raise ValueError(
+                f"TEST.RERANK.VARIANT must be one of {RERANK_VARIANTS}, got '{rerank_variant}'"
+            )
+        self.rerank_variant = rerank_variant
         self.pairwise_fn = pairwise_fn
         self.output_dir = output_dir
         self.topk_dump = int(topk_dump)
@@ -142,6 +149,7 @@ class ReIDEvaluator(DatasetEvaluator):
             rerank_k1=t.RERANK.K1,
             rerank_k2=t.RERANK.K2,
             rerank_lambda=t.RERANK.LAMBDA,
+            rerank_variant=t.RERANK.VARIANT,
             pairwise_fn=pairwise_fn,
             output_dir=output_dir,
             topk_dump=t.TOPK_DUMP,
@@ -279,6 +287,7 @@ class ReIDEvaluator(DatasetEvaluator):
                     k1=self.rerank_k1,
                     k2=self.rerank_k2,
                     lambda_value=self.rerank_lambda,
+                    variant=self.rerank_variant,
                 )
                 res = evaluate_rank(dist, qp, gp, qc, gc, self.max_rank, topk=topk)
             elif self.faiss_topk > 0:  # faiss top-K ranking (TEST.FAISS)

@@ -1,23 +1,37 @@
 """k-reciprocal re-ranking (Zhong et al., "Re-ranking Person Re-identification with
-k-reciprocal Encoding", CVPR 2017), written from the paper's description.
+k-reciprocal Encoding", CVPR 2017).
 
 Notation: the *pool* is all queries followed by all gallery samples (``N = N_q + N_g``) and
 ``d`` the original distance between pool samples, assembled from the three input matrices.
+``R(x, k) = {y in N(x, k) : x in N(y, k)}`` are the k-reciprocal neighbours of ``x`` (Eq. 3).
 
-* ``N(x, k)``: ``x`` itself followed by its ``k`` nearest other pool samples (``x`` is its own
-  first neighbour, ``d(x, x) = 0``; it is placed first explicitly, whatever the diagonal holds).
-* k-reciprocal neighbours (Eq. 3): ``R(x, k) = {y in N(x, k) : x in N(y, k)}``.
-* Expansion (Eq. 4): ``R*(x, k) = R(x, k) U R(y, k/2)`` for every ``y in R(x, k)`` with
-  ``|R(x, k) & R(y, k/2)| >= 2/3 |R(y, k/2)|`` (``k/2`` rounded down, at least 1).
-* Encoding (Eq. 7): ``V[x, y] = exp(-d(x, y))`` if ``y in R*(x, k1)`` else 0.
-* Local query expansion (Eq. 11): ``V[x] <- mean of V[y] over y in N(x, k2)`` (``k2 = 0``
-  disables it).
-* Jaccard distance (Eq. 10): ``d_J(p, g) = 1 - sum_j min(V[p,j], V[g,j]) / sum_j max(...)``.
-* Final distance (Eq. 12): ``d*(p, g) = (1 - lambda) d_J(p, g) + lambda d(p, g)``.
+``variant="authors"`` (default) computes what the authors' released ``re_ranking`` computes
+(zhunzhong07/person-re-ranking, the copy shipped in torchreid and used by fast-reid-era
+code), the code behind every published "+re-ranking" number; outputs agree to 1e-6:
 
-``V`` is kept sparse (each row has a few dozen to a few hundred non-zeros), so besides the
-input matrices memory is ``O(N * k1 * k2)``. The input ``g_g_dist`` alone is ``N_g^2``: use
-re-ranking for Market/Duke/CUHK03-size sets, not MSMT17.
+* ``D[x, y] = d(y, x)^2 / max_z d(z, x)^2`` (squared, divided by the column maximum, then
+  transposed: for symmetric inputs each row is divided by its maximum); everything below
+  uses ``D``.
+* ``N(x, k)``: the first ``k + 1`` entries of ``x``'s row of ``D`` in increasing order (``x``
+  itself first when ``D[x, x]`` is the row's unique minimum; ties by index).
+* Expansion: ``R*(x) = R(x, k1) U R(y, h)`` for every ``y in R(x, k1)`` with
+  ``|R(x, k1) & R(y, h)| > 2/3 |R(y, h)|``, ``h = round(k1 / 2)`` (numpy's round half to even).
+* ``V[x, y] = exp(-D[x, y]) / sum_{z in R*(x)} exp(-D[x, z])`` on ``R*(x)`` (rows sum to 1).
+* Local query expansion: ``V[x] <- mean of V[y]`` over the first ``k2`` entries of ``x``'s
+  ranking (``x`` included; ``k2 = 1`` disables it).
+* ``d_J(p, g) = 1 - s / (2 - s)`` with ``s = sum_j min(V[p, j], V[g, j])``.
+* ``d*(p, g) = (1 - lambda) d_J(p, g) + lambda D[p, g]``.
+
+``variant="paper"`` follows the paper's equations literally: ``N(x, k)`` is ``x`` followed by
+its ``k`` nearest others in ``d``; ``h = max(1, floor(k1 / 2))`` and the test is ``>= 2/3``
+(Eq. 4); ``V[x, y] = exp(-d(x, y))`` unnormalised (Eq. 7); query expansion averages the
+``k2 + 1`` rows of ``N(x, k2)`` (Eq. 11, ``k2 = 0`` disables it); the Jaccard distance uses
+``sum max`` (Eq. 10) and the final mix the raw distance ``d`` (Eq. 12).
+
+``V`` is kept sparse (each row has a few dozen to a few hundred non-zeros) and the pool
+distance matrix is only read in row blocks, never assembled, so besides the input matrices
+memory is ``O(N * k1 * k2)``. The input ``g_g_dist`` alone is ``N_g^2``: use re-ranking for
+Market/Duke/CUHK03-size sets, not MSMT17.
 """
 
 from __future__ import annotations
@@ -28,7 +42,9 @@ from typing import Tuple
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["re_ranking", "k_nearest", "k_reciprocal_sets"]
+__all__ = ["re_ranking", "k_nearest", "k_reciprocal_sets", "RERANK_VARIANTS"]
+
+RERANK_VARIANTS = ("authors", "paper")
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +70,8 @@ class _Pool:
         self.nq, self.ng = q_g.shape
         self.n = self.nq + self.ng
 
-    def rows(self, s: int, e: int) -> np.ndarray:
-        """Rows ``s:e`` of the pool matrix (float64 copy)."""
+    def rows(self, s: int, e: int, dtype=np.float64) -> np.ndarray:
+        """Rows ``s:e`` of the pool matrix (a copy; ``dtype=None`` keeps the inputs' type)."""
         parts = []
         if s < self.nq:
             qe = min(e, self.nq)
@@ -63,7 +79,8 @@ class _Pool:
         if e > self.nq:
             gs, ge = max(s, self.nq) - self.nq, e - self.nq
             parts.append(np.concatenate([self.q_g[:, gs:ge].T, self.g_g[gs:ge]], axis=1))
-        return np.concatenate(parts, axis=0).astype(np.float64)
+        out = np.concatenate(parts, axis=0)
+        return out if dtype is None else out.astype(dtype, copy=False)
 
     def at(self, r: np.ndarray, c: np.ndarray) -> np.ndarray:
         """Entries ``d(r[i], c[i])`` (float64)."""
@@ -83,28 +100,53 @@ class _Pool:
         return out
 
 
-def k_nearest(pool: _Pool, k: int) -> np.ndarray:
-    """``(N, k+1)`` indices of ``N(x, k)``: ``x`` first, then its ``k`` nearest others by
-    increasing distance (ties inside the set ordered by index; which of several samples tied
-    at the k-th distance gets in is up to ``np.argpartition``)."""
+def _ranked(pool: _Pool, width: int, *, authors: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """``(N, width)`` indices of each pool row's ``width`` smallest entries, increasing (ties
+    by index), and the per-row scale.
+
+    ``authors``: ranks the rows of ``D = d^2 / rowmax(d^2)`` (float32, as the released code)
+    including the diagonal; the scale is ``rowmax(d^2)``. Else ranks ``d`` with the sample
+    itself forced first (then ``width - 1`` nearest others); the scale is 1.
+    """
     n = pool.n
-    k = min(k, n - 1)
-    out = np.empty((n, k + 1), dtype=np.int64)
+    width = min(width, n)
+    out = np.empty((n, width), dtype=np.int64)
+    scale = np.ones(n, dtype=np.float32)
     step = max(1, _ROW_BLOCK_ELEMS // n)
     for s in range(0, n, step):
         e = min(s + step, n)
-        d = pool.rows(s, e)
         r = np.arange(e - s)
-        d[r, np.arange(s, e)] = np.inf  # self is added explicitly below
-        if k < n - 1:
-            part = np.argpartition(d, k - 1, axis=1)[:, :k] if k > 0 else np.empty((e - s, 0), int)
+        if authors:
+            d = pool.rows(s, e, dtype=None)
+            d = np.square(d).astype(np.float32, copy=False)
+            scale[s:e] = d.max(axis=1)
+            d /= scale[s:e, None]
+            k = width
+        else:
+            d = pool.rows(s, e)
+            d[r, np.arange(s, e)] = np.inf  # self is added explicitly below
+            k = width - 1
+        if k <= 0:
+            part = np.empty((e - s, 0), dtype=np.int64)
+        elif k < d.shape[1]:
+            part = np.argpartition(d, k - 1, axis=1)[:, :k]
         else:
             part = np.argsort(d, axis=1)[:, :k]
-        dk = d[r[:, None], part]
-        o = np.lexsort((part, dk), axis=1) if k > 0 else part
-        out[s:e, 0] = np.arange(s, e)
-        out[s:e, 1:] = np.take_along_axis(part, o, axis=1)
-    return out
+        o = np.lexsort((part, d[r[:, None], part]), axis=1) if k > 0 else part
+        part = np.take_along_axis(part, o, axis=1)
+        if authors:
+            out[s:e] = part
+        else:
+            out[s:e, 0] = np.arange(s, e)
+            out[s:e, 1:] = part
+    return out, scale
+
+
+def k_nearest(pool: _Pool, k: int) -> np.ndarray:
+    """``(N, k+1)`` indices of ``N(x, k)`` of the paper form: ``x`` first, then its ``k``
+    nearest others by increasing distance (ties inside the set ordered by index; which of
+    several samples tied at the k-th distance gets in is up to ``np.argpartition``)."""
+    return _ranked(pool, k + 1, authors=False)[0]
 
 
 def k_reciprocal_sets(nn: np.ndarray, k: int) -> sp.csr_matrix:
@@ -118,14 +160,18 @@ def k_reciprocal_sets(nn: np.ndarray, k: int) -> sp.csr_matrix:
     return member.multiply(member.T).tocsr().astype(bool)
 
 
-def _expanded_sets(nn: np.ndarray, k1: int) -> sp.csr_matrix:
-    """``R*(x, k1)`` as a boolean CSR matrix (Eq. 4)."""
+def _expanded_sets(nn: np.ndarray, k1: int, authors: bool) -> sp.csr_matrix:
+    """``R*(x, k1)`` as a boolean CSR matrix (see the module docstring for both variants)."""
+    half = int(np.around(k1 / 2.0)) if authors else max(1, k1 // 2)
     r_full = k_reciprocal_sets(nn, k1).astype(np.float32)
-    r_half = k_reciprocal_sets(nn, max(1, k1 // 2)).astype(np.float32)
+    r_half = k_reciprocal_sets(nn, half).astype(np.float32)
     half_size = np.asarray(r_half.sum(axis=1)).ravel()
-    # overlap[x, y] = |R(x,k1) & R(y,k1/2)|, needed only where y in R(x, k1)
+    # overlap[x, y] = |R(x,k1) & R(y,half)|, needed only where y in R(x, k1)
     overlap = (r_full @ r_half.T).multiply(r_full).tocoo()
-    keep = overlap.data >= (2.0 / 3.0) * half_size[overlap.col] - 1e-9
+    if authors:
+        keep = overlap.data > (2.0 / 3.0) * half_size[overlap.col]
+    else:
+        keep = overlap.data >= (2.0 / 3.0) * half_size[overlap.col] - 1e-9
     n = nn.shape[0]
     chosen = sp.csr_matrix(
         (np.ones(int(keep.sum()), dtype=np.float32), (overlap.row[keep], overlap.col[keep])),
@@ -136,16 +182,19 @@ def _expanded_sets(nn: np.ndarray, k1: int) -> sp.csr_matrix:
 
 
 def _final_distance(
-    v: sp.csr_matrix, q_g: np.ndarray, lam: float, max_triples: int = 1 << 22
+    v: sp.csr_matrix, q_g: np.ndarray, lam: float, authors: bool, max_triples: int = 1 << 22
 ) -> np.ndarray:
-    """``(1 - lam) d_J + lam d`` for query rows ``0..nq`` against gallery rows ``nq..`` of
-    ``v`` (Eq. 10 and 12), computed on blocks of queries from the sparse non-zeros only."""
+    """``(1 - lam) d_J + lam q_g`` for query rows ``0..nq`` against gallery rows ``nq..`` of
+    ``v``, ``d_J = 1 - sum min / sum max`` with ``sum max = sum_p + sum_g - sum min`` (paper)
+    or ``2 - sum min`` (authors: exact for rows summing to 1; kept also for the rows of
+    samples without reciprocal neighbour), computed on blocks of queries from the sparse
+    non-zeros only."""
     nq, ng = q_g.shape
     vg = v[nq:].tocsc()  # column j -> gallery rows g with V[g, j] > 0
     vg.sort_indices()
     col_nnz = np.diff(vg.indptr).astype(np.float64)
     vq_all = v[:nq].tocsr()
-    sums = np.asarray(v.sum(axis=1)).ravel()
+    sums = np.ones(v.shape[0]) if authors else np.asarray(v.sum(axis=1)).ravel()
     # Work per query row = number of (j, g) pairs visited; split queries to bound temporaries.
     pattern = vq_all.copy()
     pattern.data = np.ones_like(pattern.data)
@@ -176,26 +225,34 @@ def re_ranking(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
+    *,
+    variant: str = "authors",
 ) -> np.ndarray:
     """k-reciprocal re-ranking of a query x gallery distance matrix.
 
     Args:
         q_g_dist: ``(N_q, N_g)`` original distances (lower = more similar), e.g. cosine
-            distance or (squared) Euclidean distance of L2-normalised features. The Gaussian
-            kernel ``exp(-d)`` uses them as given.
+            distance or Euclidean distance. The authors' variant squares them (see the module
+            docstring).
         q_q_dist: ``(N_q, N_q)`` query-query distances.
         g_g_dist: ``(N_g, N_g)`` gallery-gallery distances.
         k1: neighbourhood size of the k-reciprocal sets (paper: 20).
-        k2: local query expansion size (paper: 6; 0 disables it).
-        lambda_value: weight of the original distance in the final mix (paper: 0.3);
-            1 returns ``q_g_dist`` unchanged, 0 the pure Jaccard distance.
+        k2: local query expansion size (paper: 6). ``"authors"``: rows averaged, ``>= 1``
+            (1 disables it); ``"paper"``: neighbours besides the sample, ``>= 0``.
+        lambda_value: weight of the original distance in the final mix (paper: 0.3); 0 gives
+            the pure Jaccard distance.
+        variant: ``"authors"`` (the released code, default) or ``"paper"`` (the equations).
 
     Returns:
         float32 ``(N_q, N_g)`` re-ranked distances.
 
     Raises:
-        ValueError: wrong shapes, ``k1 < 1``, ``k2 < 0`` or ``lambda_value`` outside [0, 1].
+        ValueError: wrong shapes, ``k1 < 1``, ``k2`` below its minimum, ``lambda_value``
+            outside [0, 1] or an unknown ``variant``.
     """
+    if variant not in RERANK_VARIANTS:
+        raise ValueError(f"re_ranking variant must be one of {RERANK_VARIANTS}, got '{variant}'")
+    authors = variant == "authors"
     q_g = np.asarray(q_g_dist.detach().cpu() if hasattr(q_g_dist, "detach") else q_g_dist)
     if q_g.ndim != 2:
         raise ValueError(f"q_g_dist must be 2-D (num_query, num_gallery), got {q_g.shape}")
@@ -203,24 +260,43 @@ def re_ranking(
     q_q = _as_matrix(q_q_dist, "q_q_dist", (nq, nq))
     g_g = _as_matrix(g_g_dist, "g_g_dist", (ng, ng))
     q_g = _as_matrix(q_g, "q_g_dist", (nq, ng))
-    if int(k1) < 1 or int(k2) < 0:
-        raise ValueError(f"re_ranking needs k1 >= 1 and k2 >= 0, got k1={k1}, k2={k2}")
+    k1, k2 = int(k1), int(k2)
+    k2_min = 1 if authors else 0
+    if k1 < 1 or k2 < k2_min:
+        raise ValueError(
+            f"re_ranking ({variant}) needs k1 >= 1 and k2 >= {k2_min}, got k1={k1}, k2={k2}"
+        )
     if not 0.0 <= float(lambda_value) <= 1.0:
         raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
     if nq == 0 or ng == 0:
         raise ValueError(f"re_ranking needs queries and gallery samples, got {nq} and {ng}")
     lam = float(lambda_value)
-    pool = _Pool(q_g, q_q, g_g)
+    if authors:
+        # the released code ranks the rows of the transposed matrix: pool^T = [[q_q^T, q_g],
+        # [q_g^T, g_g^T]], i.e. the same layout with q_q and g_g transposed (views, no copy)
+        pool = _Pool(q_g, q_q.T, g_g.T)
+        nn, scale = _ranked(pool, max(k1 + 1, k2), authors=True)
+    else:
+        pool = _Pool(q_g, q_q, g_g)
+        nn, scale = _ranked(pool, max(k1, k2) + 1, authors=False)
     n = pool.n
-    nn = k_nearest(pool, max(int(k1), int(k2)))
-    rstar = _expanded_sets(nn, int(k1)).tocoo()
-    weights = np.exp(-pool.at(rstar.row.astype(np.int64), rstar.col.astype(np.int64)))
-    v = sp.csr_matrix((weights, (rstar.row, rstar.col)), shape=(n, n))
-    if k2 > 0:
-        qe = nn[:, : int(k2) + 1]
-        rows = np.repeat(np.arange(n), qe.shape[1])
+    rstar = _expanded_sets(nn, k1, authors).tocoo()
+    rows, cols = rstar.row.astype(np.int64), rstar.col.astype(np.int64)
+    d = pool.at(rows, cols)
+    if authors:
+        d = (np.square(d).astype(np.float32) / scale[rows]).astype(np.float64)
+    weights = np.exp(-d)
+    if authors:  # each row of V sums to 1
+        weights /= np.bincount(rows, weights=weights, minlength=n)[rows]
+    v = sp.csr_matrix((weights, (rows, cols)), shape=(n, n))
+    n_qe = k2 if authors else (k2 + 1 if k2 > 0 else 1)
+    if n_qe > 1:
+        qe = nn[:, :n_qe]
+        qe_rows = np.repeat(np.arange(n), qe.shape[1])
         avg = sp.csr_matrix(
-            (np.full(rows.size, 1.0 / qe.shape[1]), (rows, qe.reshape(-1))), shape=(n, n)
+            (np.full(qe_rows.size, 1.0 / qe.shape[1]), (qe_rows, qe.reshape(-1))), shape=(n, n)
         )
         v = (avg @ v).tocsr()
-    return _final_distance(v, q_g, lam)
+    if authors:
+        q_g = np.square(q_g).astype(np.float32) / scale[:nq, None]
+    return _final_distance(v, q_g, lam, authors)

@@ -150,14 +150,18 @@ class SearchGallery:
 
     Attributes: ``image_ids`` (list), ``index`` (image_id -> int), ``starts``/``counts`` (per
     image, into the concatenated arrays), ``boxes (T,4)``, ``scores (T,)``, ``feats (T,D)``
-    (float32, L2-normalised), ``det_image (T,)`` image index of each detection.
+    (float32, as given; concatenated on first use), ``inv_norm (T,)`` (float32
+    ``1 / ||feat||``, or None when every feature already has unit norm, within 1e-6),
+    ``det_image (T,)`` image index of each detection. Similarities are
+    ``feats @ q * inv_norm``: the features are never re-normalised, and not copied at all by
+    the image-by-image products of :func:`rank_queries` (:meth:`image_sims`).
     """
 
     def __init__(self, gallery_dets: GalleryDets, det_thresh: float = 0.5) -> None:
         self.det_thresh = float(det_thresh)
         self.image_ids: List[str] = list(gallery_dets.keys())
         self.index = {k: i for i, k in enumerate(self.image_ids)}
-        boxes, scores, feats, counts = [], [], [], []
+        dets_l, feats_l, keeps = [], [], []
         dim = None
         for name, value in gallery_dets.items():
             try:
@@ -179,20 +183,50 @@ class SearchGallery:
                 if dim is not None and f.shape[1] != dim:
                     raise ValueError(f"gallery_dets['{name}'] feature dim {f.shape[1]} != {dim}")
                 dim = f.shape[1]
-            keep = dets[:, 4] >= det_thresh
-            boxes.append(dets[keep, :4])
-            scores.append(dets[keep, 4])
-            feats.append(f[keep])
-            counts.append(int(keep.sum()))
+            dets_l.append(dets)
+            feats_l.append(f)
+            keeps.append(dets[:, 4] >= det_thresh)
         self.dim = dim or 0
-        self.counts = np.asarray(counts, dtype=np.int64)
+        self.counts = np.fromiter((k.sum() for k in keeps), np.int64, len(keeps))
         self.starts = np.r_[0, np.cumsum(self.counts)[:-1]].astype(np.int64)
         total = int(self.counts.sum())
-        self.boxes = np.concatenate(boxes).astype(np.float64) if total else np.zeros((0, 4))
-        self.scores = np.concatenate(scores) if total else np.zeros(0, np.float32)
-        feats = [f for f in feats if f.shape[0]]
-        self.feats = _l2n(np.concatenate(feats)) if total else np.zeros((0, self.dim), np.float32)
+        self.boxes = np.zeros((total, 4))
+        self.scores = np.zeros(total, np.float32)
+        sq = np.empty(total, np.float32)
+        # per image: the input features (not copied) and the kept rows (None = all)
+        self._image_feats, self._image_keep = feats_l, []
+        for d, f, k, s0, c in zip(dets_l, feats_l, keeps, self.starts, self.counts):
+            all_kept = c == k.size
+            self._image_keep.append(None if all_kept else k)
+            if c == 0:
+                continue
+            self.boxes[s0 : s0 + c] = d[:, :4] if all_kept else d[k, :4]
+            self.scores[s0 : s0 + c] = d[:, 4] if all_kept else d[k, 4]
+            n2 = np.einsum("ij,ij->i", f, f)
+            sq[s0 : s0 + c] = n2 if all_kept else n2[k]
+        self.inv_norm: Optional[np.ndarray] = None
+        if np.any(np.abs(sq - 1.0) > 1e-6):
+            self.inv_norm = (1.0 / np.maximum(np.sqrt(sq), 1e-12)).astype(np.float32)
         self.det_image = np.repeat(np.arange(len(self.image_ids)), self.counts)
+        self._feats: Optional[np.ndarray] = None
+
+    @property
+    def feats(self) -> np.ndarray:
+        """``(T, D)`` float32 kept features, concatenated on first use."""
+        if self._feats is None:
+            out = np.empty((int(self.counts.sum()), self.dim), np.float32)
+            for f, k, s0, c in zip(self._image_feats, self._image_keep, self.starts, self.counts):
+                if c:
+                    out[s0 : s0 + c] = f if k is None else f[k]
+            self._feats = out
+        return self._feats
+
+    def image_sims(self, g: int, vectors: np.ndarray) -> np.ndarray:
+        """``(counts[g], m)`` products of image ``g``'s kept features with ``vectors (m, D)``,
+        without copying the features (unnormalised: multiply by ``inv_norm``)."""
+        sims = self._image_feats[g] @ vectors.T
+        k = self._image_keep[g]
+        return sims if k is None else sims[k]
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -290,6 +324,39 @@ def _positives(
     return local[order][np.r_[True, np.diff(own[order]) != 0]]
 
 
+_BY_IMAGE_VALUES = 1 << 22  # similarities computed per block of queries (image by image)
+
+
+def _sims_by_image(
+    gallery: SearchGallery, q_all: np.ndarray, qs: range, plans: Sequence[QueryPlan]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Similarities of queries ``qs`` to the detections of their planned images, computed
+    image by image (one ``(count, m)`` product per image for the ``m`` queries that list it).
+
+    Returns ``(flat, bounds)``: query ``qs[i]``'s values (in the order of its detection
+    indices, i.e. by image index then detection) are ``flat[bounds[i]:bounds[i + 1]]``.
+    """
+    n_img = np.fromiter((p.images.size for p in plans), np.int64, len(plans))
+    pair_img = np.concatenate([p.images for p in plans]) if plans else np.zeros(0, np.int64)
+    pair_q = np.repeat(np.arange(qs.start, qs.stop), n_img)
+    pair_cnt = gallery.counts[pair_img]
+    pair_off = np.cumsum(pair_cnt) - pair_cnt
+    per_query = np.bincount(pair_q - qs.start, weights=pair_cnt, minlength=len(plans))
+    bounds = np.r_[0, np.cumsum(per_query.astype(np.int64))]
+    flat = np.empty(int(bounds[-1]), np.float32)
+    nz = np.flatnonzero(pair_cnt)
+    order = nz[np.argsort(pair_img[nz], kind="stable")]
+    img = pair_img[order]
+    cut = np.r_[0, np.flatnonzero(np.diff(img)) + 1, img.size] if img.size else np.zeros(1, int)
+    rows = np.arange(int(gallery.counts.max()) if gallery.counts.size else 0)[:, None]
+    for a, e in zip(cut[:-1], cut[1:]):
+        g = img[a]
+        sel = order[a:e]
+        sims = gallery.image_sims(g, q_all[pair_q[sel]])  # (c, m)
+        flat[pair_off[sel][None, :] + rows[: sims.shape[0]]] = sims
+    return flat, bounds
+
+
 def rank_queries(
     gallery: SearchGallery,
     query_feats,
@@ -304,7 +371,7 @@ def rank_queries(
     nq = len(query_image_ids)
     if q_all.ndim != 2 or q_all.shape[0] != nq:
         raise ValueError(f"query_feats must be ({nq}, D), got {q_all.shape}")
-    if gallery.feats.shape[0] and q_all.shape[1] != gallery.dim:
+    if gallery.scores.shape[0] and q_all.shape[1] != gallery.dim:
         raise ValueError(f"query feature dim {q_all.shape[1]} != gallery dim {gallery.dim}")
     if rcp is not None:
         b, lam = map(float, rcp)
@@ -315,35 +382,62 @@ def rank_queries(
             raise ValueError(f"query_context_feats has {len(contexts)} entries, expected {nq}")
         contexts = [_l2n(np.asarray(c, np.float32).reshape(-1, q_all.shape[1])) for c in contexts]
     topk = tuple(int(k) for k in topk)
-    T = gallery.feats.shape[0]
+    T = gallery.scores.shape[0]
     aps = np.zeros(nq)
     hits = np.zeros((nq, len(topk)), dtype=bool)
     records = []
     bar = tqdm(total=nq, desc="person search", disable=not progress, leave=False)
-    for c0 in range(0, nq, chunk_size):
-        qs = range(c0, min(nq, c0 + chunk_size))
-        plans = [plan_fn(q) for q in qs]
+    inv_norm = gallery.inv_norm
+    c0 = 0
+    while c0 < nq:
+        c1 = min(nq, c0 + chunk_size)
+        plans = [plan_fn(q) for q in range(c0, c1)]
         det_idx = [_expand(gallery.starts[p.images], gallery.counts[p.images]) for p in plans]
-        # dense: one matmul of the chunk against every gallery detection; sparse: per query,
-        # gather the query's detections (small products, run single-threaded)
-        dense = T > 0 and sum(d.size for d in det_idx) > 0.25 * len(plans) * T
+        n_det = sum(d.size for d in det_idx)
+        # dense: one matmul of the chunk against every gallery detection; sparse: products
+        # image by image for all the queries that list the image (no copy of gallery rows),
+        # or with RCP per query on the gathered detections (small products, single-threaded)
+        dense = T > 0 and n_det > 0.25 * len(plans) * T
+        by_image = not dense and rcp is None
+        while by_image and c1 < nq and n_det < _BY_IMAGE_VALUES:  # larger blocks amortise
+            plans.append(plan_fn(c1))
+            p = plans[-1]
+            det_idx.append(_expand(gallery.starts[p.images], gallery.counts[p.images]))
+            n_det += det_idx[-1].size
+            c1 += 1
+        qs = range(c0, c1)
+        c0 = c1
         if dense:
-            sims = q_all[c0 : c0 + len(plans)] @ gallery.feats.T
+            sims = q_all[qs.start : qs.stop] @ gallery.feats.T
+            if inv_norm is not None:
+                sims *= inv_norm
             if rcp is not None:
                 ctx_rows = np.cumsum([0] + [contexts[q].shape[0] for q in qs])
                 ctx_all = np.concatenate([contexts[q] for q in qs]) @ gallery.feats.T
+                if inv_norm is not None:
+                    ctx_all *= inv_norm
         single = threadpool_limits is not None and not dense
         with threadpool_limits(limits=1, user_api="blas") if single else nullcontext():
+            if by_image:
+                flat, flat_bounds = _sims_by_image(gallery, q_all, qs, plans)
             for i, q in enumerate(qs):
                 plan, idx = plans[i], det_idx[i]
-                f = None if dense else gallery.feats[idx]
-                y = (sims[i, idx] if dense else f @ q_all[q]).astype(np.float64)
+                f = None if dense or by_image else gallery.feats[idx]
+                if dense:
+                    y = sims[i, idx].astype(np.float64)
+                elif by_image:
+                    y = flat[flat_bounds[i] : flat_bounds[i + 1]].astype(np.float64)
+                else:
+                    y = (f @ q_all[q]).astype(np.float64)
+                if inv_norm is not None and not dense:
+                    y *= inv_norm[idx]
                 if rcp is not None and y.size and contexts[q].shape[0]:
-                    ctx = (
-                        ctx_all[ctx_rows[i] : ctx_rows[i + 1]][:, idx]
-                        if dense
-                        else (f @ contexts[q].T).T
-                    )
+                    if dense:
+                        ctx = ctx_all[ctx_rows[i] : ctx_rows[i + 1]][:, idx]
+                    else:
+                        ctx = (f @ contexts[q].T).T
+                        if inv_norm is not None:
+                            ctx = ctx * inv_norm[idx]
                     cnt = gallery.counts[plan.images]
                     _rcp_inplace(y, ctx, cnt[cnt > 0], b, lam)
                 pos = _positives(gallery, plan, idx, y)

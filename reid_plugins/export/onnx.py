@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint.checkpointer import new_file_mode
 from ..modeling.meta_arch.baseline import ReIDBaseline
 from ..utils import comm
 
@@ -239,6 +240,7 @@ def export_onnx(
             entry.key, entry.value = str(k), str(v)
         onnx.checker.check_model(model)
         onnx.save(model, tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what the umask gives (0644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

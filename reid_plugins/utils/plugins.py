@@ -38,6 +38,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 
+from .errors import UserError
+
 __all__ = [
     "ENTRY_POINT_GROUP",
     "ENV_VAR",
@@ -57,8 +59,9 @@ ENV_VAR = "REID_PLUGINS"
 _FILE_PLUGINS: Dict[str, ModuleType] = {}  # absolute path -> module
 
 
-class PluginError(ImportError):
-    """A plugin could not be found or imported; ``str(err)`` is one actionable line."""
+class PluginError(UserError, ImportError):
+    """A plugin could not be found or imported; ``str(err)`` is one actionable line (the
+    tools print it alone, exit status 2; ``--debug`` shows the traceback)."""
 
     def __str__(self) -> str:  # pragma: no cover - trivial
         return str(self.args[0]) if self.args else ""

@@ -20,13 +20,17 @@ __all__ = [
     "QUERY",
     "UNKNOWN",
     "WRONG",
+    "MIN_FONT_SCALE",
+    "camera_label",
     "draw_boxes",
     "draw_detections",
+    "fit_caption",
     "fit_image",
     "load_detections",
     "load_rgb",
     "make_grid",
     "save_png",
+    "text_width",
 ]
 
 CORRECT = (0, 170, 0)
@@ -89,15 +93,62 @@ def _font_scale(width: int) -> float:
     return float(np.clip(width / 230.0, 0.35, 0.6))
 
 
+#: Smallest font scale a caption is shrunk to before its lines are wrapped.
+MIN_FONT_SCALE = 0.3
+_SEPARATORS = "_-./ |"
+
+
+def text_width(text: str, scale: float) -> int:
+    """Width in pixels of ``text`` drawn with the caption font at ``scale``."""
+    return int(cv2.getTextSize(str(text), _FONT, scale, 1)[0][0])
+
+
+def _wrap(text: str, width: int, scale: float) -> List[str]:
+    """Pieces of ``text`` no wider than ``width`` (concatenated they give ``text``), broken
+    after a separator (``_ - . / space |``) when one lies in the second half of a piece,
+    else anywhere: file names are never cut off, only wrapped."""
+    out: List[str] = []
+    rest = text
+    while rest:
+        n = len(rest)
+        while n > 1 and text_width(rest[:n], scale) > width:
+            n -= 1
+        if n < len(rest):
+            cut = max(rest.rfind(c, 0, n) for c in _SEPARATORS)
+            if cut + 1 >= max(1, n // 2):
+                n = cut + 1
+        out.append(rest[:n])
+        rest = rest[n:]
+    return out
+
+
+def fit_caption(lines: Sequence[str], width: int, scale: float) -> Tuple[List[str], float]:
+    """``(lines, scale)`` such that every line fits ``width`` pixels: the font is first shrunk
+    (down to :data:`MIN_FONT_SCALE`), then the lines still too wide are wrapped."""
+    lines = [str(t) for t in lines]
+    while scale > MIN_FONT_SCALE and any(text_width(t, scale) > width for t in lines):
+        scale = max(MIN_FONT_SCALE, round(scale - 0.05, 4))
+    return [piece for t in lines for piece in (_wrap(t, width, scale) if t else [t])], scale
+
+
 def _caption(tile: np.ndarray, lines: Sequence[str], color=(0, 0, 0)) -> np.ndarray:
-    """Append a white band with one text line per entry below ``tile``."""
-    scale = _font_scale(tile.shape[1])
+    """Append a white band below ``tile`` with the text lines, shrunk and wrapped to the
+    tile's width (never cut)."""
+    lines, scale = fit_caption(lines, max(8, tile.shape[1] - 4), _font_scale(tile.shape[1]))
     line_h = int(round(28 * scale)) + 2
     band = np.full((line_h * len(lines) + 2, tile.shape[1], 3), 255, dtype=np.uint8)
     for i, text in enumerate(lines):
         y = line_h * (i + 1) - 3
-        cv2.putText(band, str(text), (2, y), _FONT, scale, color, 1, cv2.LINE_AA)
+        cv2.putText(band, text, (2, y), _FONT, scale, color, 1, cv2.LINE_AA)
     return np.concatenate([tile, band], axis=0)
+
+
+def camera_label(camid: int) -> str:
+    """``c<camera>`` as the datasets name cameras (1-based: camid 0 -> ``c1``); records keep
+    0-based camids (Market ``c1``, MSMT17 ``01``, PRW ``c1``, CUHK03 view 1 -> 0); a negative
+    camid (unknown camera, e.g. CUHK-SYSU) -> ``c?``."""
+    camid = int(camid)
+    return f"c{camid + 1}" if camid >= 0 else "c?"
 
 
 def _border(tile: np.ndarray, color, thickness: int) -> np.ndarray:
@@ -137,17 +188,25 @@ def draw_boxes(
     """A copy of ``image`` with ``boxes`` (N, 4) x1y1x2y2 drawn, each in its colour, with an
     optional label above (inside when at the top edge)."""
     out = np.ascontiguousarray(image).copy()
+    h = out.shape[0]
     scale = _font_scale(min(out.shape[1], 520)) * 0.9
     for i, b in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)):
         x1, y1, x2, y2 = (int(round(v)) for v in b)
         col = tuple(int(c) for c in colors[i])
         cv2.rectangle(out, (x1, y1), (x2, y2), col, thickness, cv2.LINE_AA)
         if labels is not None and labels[i]:
-            (tw, th), _ = cv2.getTextSize(labels[i], _FONT, scale, 1)
-            ty = y1 - 3 if y1 - th - 4 >= 0 else y1 + th + 3
+            # shrunk / wrapped to the image width, never cut
+            lines, s = fit_caption([labels[i]], max(8, out.shape[1] - 4), scale)
+            th = cv2.getTextSize("Ag", _FONT, s, 1)[0][1]
+            tw = max(text_width(t, s) for t in lines)
+            block = len(lines) * (th + 4)
+            # above the box, else inside it from its top, moved up to end inside the image
+            top = y1 - block - 1 if y1 - block - 1 >= 0 else max(0, min(y1 + 1, h - block))
             tx = max(0, min(x1, out.shape[1] - tw - 3))  # keep the label inside the image
-            cv2.rectangle(out, (tx, ty - th - 2), (tx + tw + 2, ty + 2), col, -1)
-            cv2.putText(out, labels[i], (tx + 1, ty), _FONT, scale, _WHITE, 1, cv2.LINE_AA)
+            cv2.rectangle(out, (tx, top), (tx + tw + 2, top + block), col, -1)
+            for k, text in enumerate(lines):
+                ty = top + (k + 1) * (th + 4) - 3
+                cv2.putText(out, text, (tx + 1, ty), _FONT, s, _WHITE, 1, cv2.LINE_AA)
     return out
 
 

@@ -21,6 +21,7 @@ from .drawing import (
     _read_json,
     _status_colour,
     _title,
+    camera_label,
     draw_boxes,
     fit_image,
     load_rgb,
@@ -133,9 +134,10 @@ def visualize_reid_dump(
             q["gallery"][:k],
             q["distances"][:k],
             q["correct"][:k],
-            query_label=f"pid {q['pid']} c{q['camid']}",
+            query_label=f"pid {q['pid']} {camera_label(q['camid'])}",
             gallery_labels=[
-                f"pid {p} c{c}" for p, c in zip(q["gallery_pids"][:k], q["gallery_camids"][:k])
+                f"pid {p} {camera_label(c)}"
+                for p, c in zip(q["gallery_pids"][:k], q["gallery_camids"][:k])
             ],
             title=f"{os.path.basename(q['query'])}  AP {ap}",
             tile_size=tile_size,

@@ -269,3 +269,37 @@ def test_train_loader_resumes_exactly(two_domains, workers):
                 assert torch.equal(a["image"], b["image"])
     # and augmentation really is random across batches (not a constant seed)
     assert not torch.equal(full[0][0][0]["image"], full[1][0][0]["image"])
+
+
+def test_one_seeding_protocol_for_crops_and_scenes():
+    """SeededBatchSampler: batch k position j gets SeedSequence([seed, k, offset + j]); a
+    resumed sampler (set_start_iter) reproduces the same (index, seed) pairs; MapDataset passes
+    the seed to a mapper that takes one and seeds the global RNGs for any other mapper."""
+    import numpy as np
+    import torch
+
+    from reid_plugins.data.build import MapDataset, SeededBatchSampler, sample_seed
+    from reid_plugins.data.scene_build import SceneTrainBatchSampler
+
+    assert sample_seed(3, 2, 1) == int(np.random.SeedSequence([3, 2, 1]).generate_state(1)[0])
+    plain = [[0, 1], [2, 3], [4, 5], [6, 7]]
+    s = SeededBatchSampler(plain, seed=3, position_offset=10)
+    full = list(s)
+    assert full[2] == [(4, sample_seed(3, 2, 10)), (5, sample_seed(3, 2, 11))]
+    s.set_start_iter(2)
+    assert list(s) == full[2:]
+    # a sampler with its own set_start_iter (scenes) is delegated to, not skipped through
+    scene = SceneTrainBatchSampler(7, 4, seed=1, rank=0, world_size=1)
+    seeded = SeededBatchSampler(scene, 1, scene.position_offset)
+    it = iter(seeded)
+    first = [next(it) for _ in range(4)]
+    seeded.set_start_iter(3)
+    assert next(iter(seeded)) == first[3]
+    assert [i for i, _ in first[1]] == scene.global_batch(1)
+
+    seen = []
+    with_seed = MapDataset([{"a": 1}], lambda r, seed=None: seen.append(seed) or r)
+    with_seed[(0, 42)]
+    assert seen == [42]
+    draws = MapDataset([{"a": 1}], lambda r: float(torch.rand(1)))
+    assert draws[(0, 5)] == draws[(0, 5)] != draws[(0, 6)]

@@ -11,11 +11,13 @@ from PIL import Image
 from reid_plugins.data.catalog import DatasetCatalog, MetadataCatalog
 from reid_plugins.data.datasets.cuhk_sysu import (
     UNLABELED_PID,
+    _read_images_mat,
     cuhk_sysu_gallery_sizes,
     load_cuhk_sysu_gallery,
     load_cuhk_sysu_protocol,
     load_cuhk_sysu_query,
     load_cuhk_sysu_train,
+    protocol_cache_path,
     scene_statistics,
 )
 
@@ -57,17 +59,18 @@ def _cell(values, column=True):
     return arr
 
 
-def _box(b):
+def _box(b, empty=(1, 0)):
     if b is None:
-        return np.zeros((0, 0))
+        return np.zeros(empty)  # the real files: 1x0
     if b == "zeros":
         return np.zeros((1, 4))
     return np.array([b], dtype=np.float64)
 
 
-def write_cuhk(root, variant="real", testg=(3,)):
+def write_cuhk(root, variant="real", testg=(3,), empty=(1, 0)):
     """The real layout; ``variant="alt"`` writes the same content with other (squeezed /
-    transposed) shapes: numeric n x 4 ``box``, Nx1 ``Img``, 1xN cells."""
+    transposed) shapes: numeric n x 4 ``box``, Nx1 ``Img``, 1xN cells. ``empty``: shape of
+    the empty ``idlocate`` arrays (1x0 in the real files)."""
     alt = variant == "alt"
     os.makedirs(os.path.join(root, "Image", "SSM"))
     os.makedirs(os.path.join(root, "annotation", "test", "train_test"))
@@ -94,7 +97,7 @@ def write_cuhk(root, variant="real", testg=(3,)):
         rows = []
         for idname, qname, qbox, gallery in TEST:
             q = {"imname": qname, "idlocate": _box(qbox), "ishard": 0.0, "idname": idname}
-            g = [{"imname": gn, "idlocate": _box(gb), "ishard": 0.0} for gn, gb in gallery]
+            g = [{"imname": gn, "idlocate": _box(gb, empty), "ishard": 0.0} for gn, gb in gallery]
             rows.append({"Query": _struct([q], ["imname", "idlocate", "ishard", "idname"]),
                          "Gallery": _struct(g, ["imname", "idlocate", "ishard"])})  # fmt: skip
         scipy.io.savemat(os.path.join(proto, f"TestG{n}.mat"),
@@ -166,6 +169,37 @@ def test_protocol_lists_and_full_set(cuhk):
         load_cuhk_sysu_protocol(cuhk, 100)
     with pytest.raises(ValueError, match="gallery_size"):
         load_cuhk_sysu_protocol(cuhk, 0)
+
+
+@pytest.mark.parametrize("empty", [(1, 0), (0, 0)])
+def test_empty_box_arrays_1x0_and_0x0(tmp_path, empty):
+    # Empty idlocate (person absent from a gallery image) as in the real files (1x0) and as
+    # some writers produce it (0x0); an image without person (struct / numeric box arrays).
+    root = write_cuhk(str(tmp_path / "c"), empty=empty)
+    mat = scipy.io.loadmat(os.path.join(root, "annotation", "test", "train_test", "TestG3.mat"))
+    assert mat["TestG3"]["Gallery"][0, 0]["idlocate"][0, 1].shape == empty  # really written so
+    p = load_cuhk_sysu_protocol(root, 3)
+    assert list(p[0]["gallery_image_ids"]) == ["s5.jpg", "s6.jpg", "s7.jpg"]
+    assert list(p[0]["gallery_gt"]) == ["s5.jpg"] and list(p[1]["gallery_gt"]) == ["s6.jpg"]
+    np.testing.assert_array_equal(p[1]["gallery_gt"]["s6.jpg"], [5, 5, 25, 45])
+    anno = tmp_path / "bare" / "annotation"
+    os.makedirs(anno)
+    empties = [
+        np.zeros(empty, dtype=[("idlocate", object)]),  # struct array of boxes
+        np.zeros(empty),  # numeric n x 4
+    ]
+    rows = [{"imname": f"e{i}.jpg", "nAppear": 0.0, "box": b} for i, b in enumerate(empties)]
+    rows.append(
+        {
+            "imname": "s.jpg",
+            "nAppear": 1.0,
+            "box": _struct([{"idlocate": _box([1, 2, 3, 4])}], ["idlocate"]),
+        }
+    )
+    scipy.io.savemat(anno / "Images.mat", {"Img": _struct(rows, ["imname", "nAppear", "box"])})
+    boxes = _read_images_mat(str(tmp_path / "bare"))
+    assert [b.shape for b in boxes.values()] == [(0, 4), (0, 4), (1, 4)]
+    np.testing.assert_array_equal(boxes["s.jpg"], [[1, 2, 4, 6]])
 
 
 def test_alternative_shapes_give_identical_records(tmp_path, cuhk):
@@ -245,3 +279,48 @@ def test_registered_lazily_with_metadata(tmp_path, monkeypatch):
     meta = MetadataCatalog.get("cuhk_sysu_query")
     assert meta.gallery_sizes == [3, 5] and meta.num_queries == len(queries) == 2
     assert len(meta.load_protocol(-1)[0]["gallery_image_ids"]) == 3
+
+
+def test_parsed_protocol_cache(cuhk, monkeypatch):
+    import reid_plugins.data.datasets.cuhk_sysu as mod
+
+    mat = os.path.join(cuhk, "annotation", "test", "train_test", "TestG3.mat")
+    cache = protocol_cache_path(cuhk, 3)
+    assert os.path.dirname(cache) == os.path.dirname(mat) and not os.path.exists(cache)
+    first = load_cuhk_sysu_protocol(cuhk, 3)
+    assert os.path.exists(cache)
+    calls = []
+    parse = mod._parse_testg
+    monkeypatch.setattr(mod, "_parse_testg", lambda *a: calls.append(a) or parse(*a))
+    again = load_cuhk_sysu_protocol(cuhk, 3)  # from the cache: no parsing
+    assert calls == []
+    for a, b in zip(first, again):
+        assert a["query_image_id"] == b["query_image_id"] and a["query_pid"] == b["query_pid"]
+        np.testing.assert_array_equal(a["query_box"], b["query_box"])
+        assert list(a["gallery_image_ids"]) == list(b["gallery_image_ids"])
+        assert a["gallery_gt"].keys() == b["gallery_gt"].keys()
+        for k in a["gallery_gt"]:
+            np.testing.assert_array_equal(a["gallery_gt"][k], b["gallery_gt"][k])
+    # a changed .mat (new modification time) is parsed again and the cache rewritten
+    st = os.stat(mat)
+    os.utime(mat, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    load_cuhk_sysu_protocol(cuhk, 3)
+    assert len(calls) == 1
+    load_cuhk_sysu_protocol(cuhk, 3)
+    assert len(calls) == 1
+    # a corrupt cache is ignored (and replaced)
+    with open(cache, "wb") as f:
+        f.write(b"not an npz")
+    assert len(load_cuhk_sysu_protocol(cuhk, 3)) == len(first) and len(calls) == 2
+    # a folder that cannot be written (read-only dataset): no cache, no error, no leftovers
+    import reid_plugins.data.datasets.scene_common as common
+
+    os.remove(cache)
+
+    def refuse(path, **arrays):
+        open(path, "wb").close()  # a partial file, then the failure
+        raise PermissionError(13, "Read-only file system", path)
+
+    monkeypatch.setattr(common.np, "savez", refuse)
+    assert len(load_cuhk_sysu_protocol(cuhk, 3)) == len(first)
+    assert not [n for n in os.listdir(os.path.dirname(cache)) if n.startswith(".TestG3")]

@@ -73,6 +73,17 @@ def test_annotation_keys_clipping_and_unlabelled(prw):
     assert pids.tolist() == [8]  # box_new wins over anno_file
 
 
+@pytest.mark.parametrize("shape", [(1, 0), (0, 0), (0, 5)])
+def test_empty_annotation_arrays(tmp_path, shape):
+    # a frame without person: 1x0 in the real files, 0x0 / 0x5 from other writers
+    path = str(tmp_path / "c1s1_000001.jpg.mat")
+    scipy.io.savemat(path, {"box_new": np.zeros(shape)})
+    assert scipy.io.loadmat(path)["box_new"].shape == shape
+    boxes, pids = load_prw_annotation(path)
+    assert boxes.shape == (0, 4) and boxes.dtype == np.float32
+    assert pids.shape == (0,) and pids.dtype == np.int64
+
+
 def test_camera_from_frame_name():
     assert prw_camid("c1s1_000025") == 0
     assert prw_camid("c6s4_012345.jpg") == 5

@@ -65,7 +65,9 @@ def _cfg(tmp_path):
 
 def _check_results(res):
     assert set(res["search"]) == {"mAP", "top-1", "top-5", "top-10", "det_thresh"}
-    assert set(res["detection"]) == {"recall", "AP", "recall_labeled", "AP_labeled"}
+    assert set(res["detection"]) == {
+        f"{m}@{t}" for m in ("recall", "AP", "recall_labeled", "AP_labeled") for t in ("0", "0.01")
+    }
     for group in ("search", "detection"):
         for k, v in res[group].items():
             assert 0.0 <= float(v) <= 100.0, (group, k, v)
@@ -120,7 +122,7 @@ def test_images_without_detections(tiny_scenes, tmp_path):
     model = PersonSearchTrainer.build_model(cfg)
     res = PersonSearchTrainer.test(cfg, model)
     assert res["search"]["mAP"] == 0.0 and res["search"]["top-1"] == 0.0
-    assert res["detection"]["recall"] == 0.0
+    assert res["detection"]["recall@0.01"] == 0.0
 
 
 def test_exact_resume(tiny_scenes, tmp_path):

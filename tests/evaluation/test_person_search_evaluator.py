@@ -118,10 +118,15 @@ def test_cuhk_evaluator_equals_pure_functions_and_dumps_json(tmp_path):
     dets = {k: v[0] for k, v in gal.items()}
     full = detection_recall_ap(gt, dets, det_thresh=0.5, gt_pids=pids)
     lab = detection_recall_ap(gt, dets, det_thresh=0.5, gt_pids=pids, labeled_only=True)
-    assert res["detection"]["recall"] == pytest.approx(100 * full["recall"])
-    assert res["detection"]["AP"] == pytest.approx(100 * full["AP"])
-    assert res["detection"]["recall_labeled"] == pytest.approx(100 * lab["recall"])
-    assert res["detection"]["AP_labeled"] == pytest.approx(100 * lab["AP"])
+    assert set(res["detection"]) == {
+        f"{m}@{t}"
+        for m in ("recall", "AP", "recall_labeled", "AP_labeled")
+        for t in ("0.01", "0.5")
+    }
+    assert res["detection"]["recall@0.5"] == pytest.approx(100 * full["recall"])
+    assert res["detection"]["AP@0.5"] == pytest.approx(100 * full["AP"])
+    assert res["detection"]["recall_labeled@0.5"] == pytest.approx(100 * lab["recall"])
+    assert res["detection"]["AP_labeled@0.5"] == pytest.approx(100 * lab["AP"])
     small_ref = search_cuhk_sysu(qfeats, qimgs, gal, small, det_thresh=0.5)["mAP"]
     assert res["search_gallery_curve"] == {
         2: pytest.approx(100 * small_ref),
@@ -258,7 +263,7 @@ def test_distributed_parts_are_merged(monkeypatch):
         for i in qs:
             ev.add_query(i, qfeats[i])
     monkeypatch.setattr(pse.comm, "get_world_size", lambda: 2)
-    state1 = (ev1._dets, ev1._annotations, ev1._query_feats, ev1._query_dets, ev1._query_ctx)
+    state1 = ev1._state()
     monkeypatch.setattr(pse.comm, "gather", lambda data, dst=0: [data, state1])
     res = ev0.evaluate()
     ref = search_cuhk_sysu(
@@ -305,9 +310,46 @@ def test_from_config_reads_search_keys():
     cfg.TEST.SEARCH.DET_THRESH = 0.3
     cfg.TEST.SEARCH.RCP.ENABLED = True
     cfg.TEST.SEARCH.CROSS_CAMERA = True
+    cfg.TEST.SEARCH.DETECTION_MATCHING = "greedy"
+    cfg.TEST.SEARCH.DETECTION_THRESHOLDS = [0.05, 0.01]
     ev = PersonSearchEvaluator.from_config(cfg, "toy_prw_test", queries=queries, output_dir="")
     assert ev.protocol == "prw" and ev.det_thresh == 0.3 and ev.rcp == (0.3, 0.2)
     assert ev.cross_camera and ev.gallery_curve == {}
+    assert ev.detection_matching == "greedy" and ev.detection_thresholds == [0.01, 0.05, 0.3]
+    cfg.TEST.SEARCH.DETECTION_MATCHING = "hungarian"
+    with pytest.raises(ValueError, match="TEST.SEARCH.DETECTION_MATCHING"):
+        PersonSearchEvaluator.from_config(cfg, "toy_prw_test", queries=queries, output_dir="")
+
+
+@pytest.mark.parametrize("matching", ["standard", "greedy"])
+def test_detection_at_both_thresholds_uses_low_score_detections(matching):
+    # Below-threshold detections (score 0.02) are dropped from search but count at 0.01: a
+    # duplicate of every person's box, listed first so that the standard rule picks it.
+    records, outputs, queries, qfeats = make_world(3)
+    for o in outputs.values():
+        dup = o["boxes"][:3].clone()
+        o["boxes"] = torch.cat([dup, o["boxes"]])
+        o["scores"] = torch.cat([torch.full((3,), 0.02), o["scores"]])
+        o["features"] = torch.cat([o["features"][:3], o["features"]])
+    ev = PersonSearchEvaluator(
+        dataset_name="toy", queries=queries, det_thresh=0.5, detection_matching=matching
+    )
+    feed(ev, records, outputs, qfeats)
+    res = ev.evaluate()["detection"]
+    gt = {r["image_id"]: r["boxes"] for r in records}
+    pids = {r["image_id"]: r["pids"] for r in records}
+    dets = {k: np.c_[o["boxes"].numpy(), o["scores"].numpy()] for k, o in outputs.items()}
+    for t in (0.01, 0.5):
+        for lab, suffix in ((False, ""), (True, "_labeled")):
+            ref = detection_recall_ap(
+                gt, dets, det_thresh=t, gt_pids=pids, labeled_only=lab, matching=matching
+            )
+            assert res[f"recall{suffix}@{t:g}"] == pytest.approx(100 * ref["recall"])
+            assert res[f"AP{suffix}@{t:g}"] == pytest.approx(100 * ref["AP"])
+    if matching == "standard":  # the low-score duplicates are the TPs at 0.01
+        assert res["recall@0.01"] == 100.0 and res["AP@0.01"] < 50.0
+    else:  # greedy: the 0.5+ detections come first and take the persons
+        assert res["AP@0.01"] > res["recall@0.5"] * 0.6
 
 
 def test_from_config_uses_dataset_protocol_loader():

@@ -124,23 +124,28 @@ def test_pairwise_fn_equals_evaluate_rank_on_the_same_matrix():
         assert res[f"Rank-{k}"] == pytest.approx(100 * ref["cmc"][k - 1])
 
 
-def test_rerank_path_equals_functions():
+@pytest.mark.parametrize("variant", ["authors", "paper"])
+def test_rerank_path_equals_functions(variant):
     rng = np.random.default_rng(1)
     recs, outs = [], []
     for i in range(30):
         pid = i % 6
         recs.append({"pid": pid, "camid": int(i < 12), "is_query": i < 12, "file_name": str(i)})
         outs.append({"feature": torch.tensor(rng.normal(size=8) + 2 * np.eye(8)[pid])})
-    ev = ReIDEvaluator(dataset_name="toy", rerank=True, rerank_k1=5, rerank_k2=2)
+    ev = ReIDEvaluator(
+        dataset_name="toy", rerank=True, rerank_k1=5, rerank_k2=2, rerank_variant=variant
+    )
     ev.process(recs, outs)
     res = ev.evaluate()["reid"]
     f = torch.stack([o["feature"] for o in outs]).float()
     fn = f / f.norm(dim=1, keepdim=True)
     q, g = fn[:12], fn[12:]
-    dist = re_ranking(1 - q @ g.T, 1 - q @ q.T, 1 - g @ g.T, 5, 2, 0.3)
+    dist = re_ranking(1 - q @ g.T, 1 - q @ q.T, 1 - g @ g.T, 5, 2, 0.3, variant=variant)
     pids, cams = np.array([r["pid"] for r in recs]), np.array([r["camid"] for r in recs])
     ref = evaluate_rank(dist, pids[:12], pids[12:], cams[:12], cams[12:])
     assert res["mAP"] == pytest.approx(100 * ref["mAP"], abs=1e-4)
+    with pytest.raises(ValueError, match="TEST.RERANK.VARIANT"):
+        ReIDEvaluator(dataset_name="toy", rerank=True, rerank_variant="fast")
 
 
 def test_gathers_from_all_processes_and_non_main_returns_empty(monkeypatch):

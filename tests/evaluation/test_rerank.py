@@ -1,4 +1,5 @@
-"""Tests of k-reciprocal re-ranking (Zhong et al. 2017)."""
+"""Tests of k-reciprocal re-ranking (Zhong et al. 2017): the authors' released rule (default)
+against an independent dense restatement, and the paper-equation switch."""
 
 import numpy as np
 import pytest
@@ -10,6 +11,39 @@ from reid_plugins.evaluation.rerank import _Pool, k_nearest, k_reciprocal_sets, 
 
 def _dist_1d(a, b):
     return np.abs(np.asarray(a)[:, None] - np.asarray(b)[None]).astype(np.float32)
+
+
+def _released_rule(qg, qq, gg, k1, k2, lam):
+    """Dense restatement of the authors' released ``re_ranking``: squared distances divided by
+    their column maximum (float32) and transposed; rankings include the sample itself;
+    expansion by ``R(y, round(k1/2))`` when more than 2/3 of it is in ``R(x, k1)``; row-
+    normalised exp weights; query expansion = mean of the first k2 rows of the ranking;
+    Jaccard ``1 - s / (2 - s)``; mix with the normalised squared distance."""
+    nq, ng = qg.shape
+    n = nq + ng
+    full = np.block([[qq, qg], [qg.T, gg]])
+    sq = np.square(full).astype(np.float32)
+    big_d = (sq / sq.max(axis=0, keepdims=True)).T
+    rank = np.argsort(big_d, axis=1, kind="stable")
+
+    def recip(x, k):
+        return {int(y) for y in rank[x, : k + 1] if x in rank[y, : k + 1]}
+
+    v = np.zeros((n, n))
+    for x in range(n):
+        r = recip(x, k1)
+        r_star = set(r)
+        for y in r:
+            r_half = recip(y, int(np.around(k1 / 2)))
+            if len(r & r_half) > 2 / 3 * len(r_half):
+                r_star |= r_half
+        idx = sorted(r_star)
+        w = np.exp(-big_d[x, idx].astype(np.float64))
+        v[x, idx] = w / w.sum()
+    if k2 > 1:
+        v = np.stack([v[rank[x, :k2]].mean(axis=0) for x in range(n)])
+    s = np.minimum(v[:nq, None, :], v[None, nq:, :]).sum(axis=-1)
+    return (1 - lam) * (1 - s / (2 - s)) + lam * big_d[:nq, nq:]
 
 
 def _dense_reference(qg, qq, gg, k1, k2, lam):
@@ -66,14 +100,58 @@ def test_shape_dtype_and_lambda_one_returns_original():
     out = re_ranking(qg, qq, gg, k1=5, k2=2, lambda_value=0.3)
     assert out.shape == qg.shape and out.dtype == np.float32
     assert not np.allclose(out, qg)
-    np.testing.assert_array_equal(re_ranking(qg, qq, gg, 5, 2, 1.0), qg)
+    np.testing.assert_array_equal(re_ranking(qg, qq, gg, 5, 2, 1.0, variant="paper"), qg)
+    # the released code mixes in the squared distance divided by the row maximum
+    scale = np.maximum(np.square(qq).max(axis=0), np.square(qg).max(axis=1))
+    np.testing.assert_allclose(
+        re_ranking(qg, qq, gg, 5, 2, 1.0), np.square(qg) / scale[:, None], rtol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "k1,k2,lam,nq",
+    [(20, 6, 0.3, 10), (5, 2, 0.3, 10), (3, 1, 0.0, 4), (8, 3, 0.5, 25), (7, 4, 0.3, 1),
+     (1, 2, 0.2, 10), (40, 1, 0.3, 10), (6, 50, 0.1, 10)],
+)  # fmt: skip
+def test_default_equals_released_code(k1, k2, lam, nq):
+    qg, qq, gg = _cosine_problem(k1 + k2, nq=nq)
+    np.testing.assert_allclose(
+        re_ranking(qg, qq, gg, k1, k2, lam), _released_rule(qg, qq, gg, k1, k2, lam), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("k1,k2", [(6, 3), (10, 1), (4, 2)])
+def test_default_equals_released_code_on_asymmetric_float64_distances(k1, k2):
+    # A learned pairwise distance (e.g. GMN's M-Net) need not be symmetric nor zero on the
+    # diagonal: the released code normalises columns and transposes, and ranks the diagonal
+    # like any other entry.
+    rng = np.random.default_rng(k1)
+    nq, ng = 7, 30
+    qg, qq, gg = (rng.uniform(0.1, 2.0, s) for s in ((nq, ng), (nq, nq), (ng, ng)))
+    np.testing.assert_allclose(
+        re_ranking(qg, qq, gg, k1, k2, 0.3), _released_rule(qg, qq, gg, k1, k2, 0.3), atol=1e-6
+    )
+
+
+def test_variants_differ_and_bad_variant():
+    qg, qq, gg = _cosine_problem(3)
+    a = re_ranking(qg, qq, gg, 6, 3, 0.3)
+    b = re_ranking(qg, qq, gg, 6, 3, 0.3, variant="paper")
+    assert np.abs(a - b).max() > 0.05
+    with pytest.raises(ValueError, match="variant must be one of"):
+        re_ranking(qg, qq, gg, variant="fast")
+    with pytest.raises(ValueError, match="k2 >= 1"):
+        re_ranking(qg, qq, gg, k2=0)
+    assert re_ranking(qg, qq, gg, k2=0, variant="paper").shape == qg.shape
 
 
 @pytest.mark.parametrize("k1,k2,lam", [(5, 2, 0.3), (3, 0, 0.0), (8, 3, 0.5), (40, 1, 0.3)])
-def test_matches_dense_transcription_of_the_paper(k1, k2, lam):
+def test_paper_variant_matches_dense_transcription_of_the_paper(k1, k2, lam):
     qg, qq, gg = _cosine_problem(k1 + k2)
     np.testing.assert_allclose(
-        re_ranking(qg, qq, gg, k1, k2, lam), _dense_reference(qg, qq, gg, k1, k2, lam), atol=1e-6
+        re_ranking(qg, qq, gg, k1, k2, lam, variant="paper"),
+        _dense_reference(qg, qq, gg, k1, k2, lam),
+        atol=1e-6,
     )
 
 
@@ -104,7 +182,8 @@ def test_reciprocal_neighbours_beat_a_closer_distractor():
     r = k_reciprocal_sets(nn, 4).toarray()
     assert set(np.flatnonzero(r[0])) == {0, 1}  # pool index 1 = a1
     before = evaluate_rank(qg, qp, gp, qc, gc, 5)
-    after = evaluate_rank(re_ranking(qg, qq, gg, k1=4, k2=0, lambda_value=0.3), qp, gp, qc, gc, 5)
+    rr = re_ranking(qg, qq, gg, k1=4, k2=0, lambda_value=0.3, variant="paper")
+    after = evaluate_rank(rr, qp, gp, qc, gc, 5)
     assert before["cmc"][0] == 0 and after["cmc"][0] == 1  # b1 no longer ranks first
     assert after["mAP"] > before["mAP"] + 0.2
 

@@ -239,7 +239,12 @@ def test_detection_recall_ap_toy():
     full = detection_recall_ap(gt, dets, gt_pids=pids)
     assert full["recall"] == pytest.approx(3 / 4)
     assert full["AP"] == pytest.approx((1 + 1 + 3 / 4) / 3 * 3 / 4)
+    # standard rule: the unlabelled box is removed; its detection (0.95) becomes a FP
     lab = detection_recall_ap(gt, dets, gt_pids=pids, labeled_only=True)
+    assert lab["recall"] == pytest.approx(2 / 3)
+    assert lab["AP"] == pytest.approx((1 / 2 + 2 / 4) / 2 * 2 / 3)
+    # greedy switch: the unlabelled box is an ignore region
+    lab = detection_recall_ap(gt, dets, gt_pids=pids, labeled_only=True, matching="greedy")
     assert lab["recall"] == pytest.approx(2 / 3)  # unlabelled match ignored
     assert lab["AP"] == pytest.approx((1 + 2 / 3) / 2 * 2 / 3)
     assert detection_recall_ap(gt, dets, det_thresh=0.75)["recall"] == pytest.approx(2 / 4)
@@ -249,7 +254,7 @@ def test_detection_greedy_one_to_one():
     # the higher-scoring detection takes the gt first; the second has nothing left
     gt = {"1": [[0, 0, 10, 10]]}
     dets = {"1": [[0, 0, 10, 9, 0.5], [0, 0, 10, 10, 0.9]]}
-    res = detection_recall_ap(gt, dets)
+    res = detection_recall_ap(gt, dets, matching="greedy")
     assert res["num_tp"] == 1 and res["num_det"] == 2
     assert res["AP"] == pytest.approx(1.0)  # TP ranked first
 
@@ -352,11 +357,20 @@ def random_scene(rng, n_img=30, d=16):
     return gallery, truth
 
 
-@pytest.mark.parametrize("n_gal", [5, 30])  # sparse (gather) and dense (matmul) paths
+@pytest.mark.parametrize("n_gal", [5, 30])  # sparse (by image / gather) and dense paths
 @pytest.mark.parametrize("with_rcp", [False, True])
-def test_vectorised_search_equals_naive_reference(n_gal, with_rcp):
+@pytest.mark.parametrize("unit", [False, True])  # features normalised by the caller or not
+def test_vectorised_search_equals_naive_reference(n_gal, with_rcp, unit):
     rng = np.random.default_rng(n_gal + 7 * with_rcp)
     gallery, truth = random_scene(rng)
+    if unit:
+        gallery = {
+            k: (d, f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
+            for k, (d, f) in gallery.items()
+        }
+        assert SearchGallery(gallery, 0.5).inv_norm is None
+    else:
+        assert SearchGallery(gallery, 0.5).inv_norm is not None
     names = list(gallery)
     nq = 12
     qimgs = [names[int(i)] for i in rng.integers(0, len(names), nq)]

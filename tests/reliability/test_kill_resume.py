@@ -35,7 +35,7 @@ TINY_CONFIG = {
     "MODEL": {
         "META_ARCHITECTURE": "ReIDBaseline",
         "DEVICE": "cpu",
-        "BACKBONE": {"DEPTH": 18, "BASE_WIDTH": 4, "LAST_STRIDE": 1},
+        "BACKBONE": {"DEPTH": 18, "BASE_WIDTH": 4, "LAST_STRIDE": 1, "FROM_SCRATCH": True},
         "LOSSES": {"CE": {"ENABLED": True}, "TRIPLET": {"ENABLED": True}},
     },
     "INPUT": {

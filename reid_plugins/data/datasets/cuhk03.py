@@ -35,7 +35,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .common import combine_splits, relabel_train, require_path
+from .common import check_listed_files, combine_splits, relabel_train, require_path
 from .market1501 import load_market_style
 
 __all__ = [
@@ -270,7 +270,7 @@ def find_cuhk03_np_layout(root: str, subset: str) -> Tuple[str, str]:
     expected = ", ".join(f"'{os.path.abspath(p)}'" for p in market_dirs + [config])
     raise FileNotFoundError(
         f"CUHK03-NP ({subset}): none of the expected layouts exists: {expected}. Dataset "
-        f"roots are resolved under $REID_DATASETS (now '{root}'); see datasets/README.md."
+        f"roots are resolved under $REID_DATASETS (now '{root}')."
     )
 
 
@@ -320,8 +320,10 @@ def _load_np_mat(
         records = relabel_train(recs("train_idx", None))
     else:
         records = recs("query_idx", True) + recs("gallery_idx", False)
-    for r in records:  # a partial extraction or a foreign filelist fails here, clearly
-        require_path(r["file_name"], f"CUHK03-NP image listed in {config}", is_dir=False)
+    # a partial extraction or a foreign filelist fails here, naming the filelist entry
+    index = {os.path.basename(f): i for i, f in enumerate(files, 1)}
+    entries = [(index.get(os.path.basename(r["file_name"]), 0), r["file_name"]) for r in records]
+    check_listed_files(f"{config} (filelist entry)", entries)
     return records
 
 

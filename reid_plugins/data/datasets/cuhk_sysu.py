@@ -30,6 +30,10 @@ OIM-style losses can use them as negatives. A protocol box is matched to the ``I
 box with identical coordinates (tolerance 0.5 px), else the box with the highest IoU >= 0.5,
 else it is added as a new box.
 
+A parsed ``TestG<N>.mat`` is cached in ``annotation/test/train_test/.TestG<N>.parsed.npz``
+(re-parsed when the ``.mat`` changes size or modification time; not written, silently, when
+the folder is read-only).
+
 Registered names: ``cuhk_sysu_{train,gallery,query}`` (and ``synthetic_cuhk_sysu_*`` on the
 generated data of :mod:`reid_plugins.data.synthetic_scenes`). Record fields: see
 :func:`load_cuhk_sysu_train`. Image sizes are read once from the image headers and cached in
@@ -53,6 +57,7 @@ import numpy as np
 
 from .scene_common import (
     UNLABELED_PID,
+    cached_arrays,
     format_scene_statistics,
     loadmat_checked,
     mat_elements,
@@ -72,6 +77,7 @@ __all__ = [
     "load_cuhk_sysu_gallery",
     "load_cuhk_sysu_query",
     "load_cuhk_sysu_protocol",
+    "protocol_cache_path",
     "cuhk_sysu_gallery_sizes",
     "register_cuhk_sysu",
     "loadmat_checked",
@@ -182,9 +188,58 @@ def _pids_from_idnames(idnames: List[str]) -> List[int]:
     return ids
 
 
+def protocol_cache_path(root: str, gallery_size: int) -> str:
+    """Where the parsed ``TestG<gallery_size>.mat`` is cached (next to it)."""
+    return os.path.join(root, _PROTO, f".TestG{gallery_size}.parsed.npz")
+
+
 def _read_testg(root: str, gallery_size: int) -> List[Dict[str, Any]]:
     """Queries of ``TestG<gallery_size>.mat``: dicts with imname, box (xyxy), pid and
-    gallery ``[(imname, box_xyxy or None), ...]``."""
+    gallery ``[(imname, box_xyxy or None), ...]``.
+
+    The parsed file is cached (:func:`protocol_cache_path`, re-parsed when the ``.mat``
+    changes size or modification time)."""
+    path = os.path.join(root, _PROTO, f"TestG{gallery_size}.mat")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Annotation file not found: {path}")
+    a = cached_arrays(
+        path,
+        protocol_cache_path(root, gallery_size),
+        lambda: _pack_testg(_parse_testg(root, gallery_size)),
+    )
+    names = a["names"].tolist()
+    qbox, gbox, has = a["query_box"], a["gallery_box"], a["gallery_has_box"]
+    gname, bounds = a["gallery_name"].tolist(), a["gallery_bounds"].tolist()
+    queries = []
+    for i, (n, pid) in enumerate(zip(a["query_name"].tolist(), a["query_pid"].tolist())):
+        s, e = bounds[i], bounds[i + 1]
+        gallery = [(names[gname[j]], gbox[j] if has[j] else None) for j in range(s, e)]
+        queries.append({"imname": names[n], "box": qbox[i], "gallery": gallery, "pid": pid})
+    return queries
+
+
+def _pack_testg(queries: List[Dict[str, Any]]) -> Dict[str, np.ndarray]:
+    """:func:`_parse_testg` output as flat arrays (names as indices into ``names``)."""
+    names: Dict[str, int] = {}
+    gallery = [e for q in queries for e in q["gallery"]]
+    query_name = [names.setdefault(q["imname"], len(names)) for q in queries]
+    gallery_name = [names.setdefault(n, len(names)) for n, _ in gallery]
+    return {
+        "names": np.array(list(names) or [""], dtype=str),
+        "query_name": np.array(query_name, dtype=np.int64),
+        "query_box": np.array([q["box"] for q in queries], np.float32).reshape(-1, 4),
+        "query_pid": np.array([q["pid"] for q in queries], dtype=np.int64),
+        "gallery_bounds": np.cumsum([0] + [len(q["gallery"]) for q in queries]),
+        "gallery_name": np.array(gallery_name, dtype=np.int64),
+        "gallery_box": np.array(
+            [np.zeros(4, np.float32) if b is None else b for _, b in gallery], np.float32
+        ).reshape(-1, 4),
+        "gallery_has_box": np.array([b is not None for _, b in gallery], dtype=bool),
+    }
+
+
+def _parse_testg(root: str, gallery_size: int) -> List[Dict[str, Any]]:
+    """:func:`_read_testg` without the cache."""
     key = f"TestG{gallery_size}"
     path = os.path.join(root, _PROTO, f"{key}.mat")
     data = loadmat_checked(path, [key])
@@ -263,7 +318,10 @@ def _records(
 ) -> List[Dict[str, Any]]:
     img_dir = os.path.join(root, "Image", "SSM")
     paths = {n: os.path.join(img_dir, n) for n in names}
-    sizes = read_image_sizes(paths, os.path.join(root, _ANNO, "image_sizes.json"))
+    order = {n: i for i, n in enumerate(boxes)}  # Images.mat order
+    images_mat = os.path.join(root, _ANNO, "Images.mat")
+    listed_in = {n: f"{images_mat}: Img[{order.get(n, '?')}]" for n in names}
+    sizes = read_image_sizes(paths, os.path.join(root, _ANNO, "image_sizes.json"), listed_in)
     return [
         {
             "file_name": paths[n],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Tuple
 
-from .common import combine_splits, relabel_train, require_path
+from .common import check_listed_files, combine_splits, relabel_train, require_path
 
 __all__ = ["MSMT17_DIRS", "load_msmt17", "read_msmt17_list"]
 
@@ -55,11 +55,12 @@ def read_msmt17_list(list_file: str, image_dir: str, dataset_name: str) -> List[
         dataset_name: ``dataset`` field of the records.
 
     Raises:
-        FileNotFoundError: ``list_file`` or the first listed image is missing.
+        FileNotFoundError: ``list_file`` or a listed image is missing (every listed path is
+            checked once; the message names the list file and line).
         ValueError: a malformed line (the message names file and line).
     """
     require_path(list_file, "MSMT17 list file", is_dir=False)
-    records = []
+    records, linenos = [], []
     with open(list_file) as f:
         for lineno, line in enumerate(f, 1):
             parts = line.split()
@@ -81,12 +82,8 @@ def read_msmt17_list(list_file: str, image_dir: str, dataset_name: str) -> List[
                     "dataset": dataset_name,
                 }
             )
-    if records:
-        require_path(
-            records[0]["file_name"],
-            f"MSMT17 image listed first in {os.path.basename(list_file)}",
-            is_dir=False,
-        )
+            linenos.append(lineno)
+    check_listed_files(list_file, [(n, r["file_name"]) for n, r in zip(linenos, records)])
     return records
 
 

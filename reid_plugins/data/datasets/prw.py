@@ -102,6 +102,10 @@ def load_prw_annotation(path: str) -> Tuple[np.ndarray, np.ndarray]:
     return _convert(rows)
 
 
+def _listed_in(path: str, frames: List[str]) -> Dict[str, str]:
+    return {f: f"{path}: entry {i}" for i, f in enumerate(frames, 1)}
+
+
 def _frame_list(root: str, split: str) -> List[str]:
     fname, key = ("frame_train.mat", "img_index_train")
     if split == "test":
@@ -142,10 +146,12 @@ def load_prw_query_info(path: str) -> List[Dict[str, Any]]:
     return out
 
 
-def _records(root: str, frames: List[str], dataset_name: str) -> List[Dict[str, Any]]:
+def _records(
+    root: str, frames: List[str], dataset_name: str, listed_in: Optional[Dict[str, str]] = None
+) -> List[Dict[str, Any]]:
     anno_dir = os.path.join(root, "annotations")
     paths = {f: os.path.join(root, "frames", f + ".jpg") for f in frames}
-    sizes = read_image_sizes(paths, os.path.join(anno_dir, "image_sizes.json"))
+    sizes = read_image_sizes(paths, os.path.join(anno_dir, "image_sizes.json"), listed_in)
     out = []
     for f in frames:
         boxes, pids = load_prw_annotation(os.path.join(anno_dir, f + ".jpg.mat"))
@@ -172,7 +178,9 @@ def load_prw_train(root: str, dataset_name: str = "prw_train") -> List[Dict[str,
     Raises:
         FileNotFoundError / ValueError: a file is missing / malformed (message names it).
     """
-    records = _records(root, _frame_list(root, "train"), dataset_name)
+    frames = _frame_list(root, "train")
+    listed = _listed_in(os.path.join(root, "frame_train.mat"), frames)
+    records = _records(root, frames, dataset_name, listed)
     raw = sorted({int(p) for r in records for p in r["pids"] if p != UNLABELED_PID})
     relabel = {p: i for i, p in enumerate(raw)}
     for r in records:
@@ -184,7 +192,10 @@ def load_prw_train(root: str, dataset_name: str = "prw_train") -> List[Dict[str,
 
 def load_prw_gallery(root: str, dataset_name: str = "prw_gallery") -> List[Dict[str, Any]]:
     """Test frames (``frame_test.mat`` order) with raw pids (unlabelled -1)."""
-    return _records(root, _frame_list(root, "test"), dataset_name)
+    frames = _frame_list(root, "test")
+    return _records(
+        root, frames, dataset_name, _listed_in(os.path.join(root, "frame_test.mat"), frames)
+    )
 
 
 def load_prw_query(root: str, dataset_name: str = "prw_query") -> List[Dict[str, Any]]:
@@ -192,7 +203,9 @@ def load_prw_query(root: str, dataset_name: str = "prw_query") -> List[Dict[str,
     ``"query_box"`` (float32 (4,) x1,y1,x2,y2) and ``"query_pid"`` (raw id)."""
     queries = load_prw_query_info(os.path.join(root, "query_info.txt"))
     frames = sorted({q["frame"] for q in queries})
-    scene = {r["image_id"]: r for r in _records(root, frames, dataset_name)}
+    info = os.path.join(root, "query_info.txt")
+    listed = {q["frame"]: f"{info}: query {k}" for k, q in reversed(list(enumerate(queries, 1)))}
+    scene = {r["image_id"]: r for r in _records(root, frames, dataset_name, listed)}
     out = []
     for q in queries:
         r = dict(scene[q["frame"] + ".jpg"])

@@ -5,6 +5,8 @@
   MATLAB v5 files read with :func:`scipy.io.loadmat` (``squeeze_me=False``); the helpers
   accept any nesting, so squeezed / transposed variants of the same files load too.
 * :func:`read_image_sizes`: image sizes from the image headers, cached in a json file.
+* :func:`cached_arrays`: arrays parsed from a file, cached in an ``.npz`` next to it and
+  re-parsed when the file's size or modification time changes.
 * :func:`scene_statistics` / :func:`format_scene_statistics`: counts of a split.
 * :func:`register_scene_splits`: lazy :data:`DatasetCatalog` entries of the
   ``<prefix>_{train,gallery,query}`` splits with their :data:`MetadataCatalog` fields;
@@ -29,6 +31,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from ..catalog import DatasetCatalog, MetadataCatalog, dataset_root
+from .errors import DatasetError, MissingDatasetFileError, dataset_error
 
 __all__ = [
     "UNLABELED_PID",
@@ -39,6 +42,7 @@ __all__ = [
     "mat_string",
     "mat_vector",
     "read_image_sizes",
+    "cached_arrays",
     "scene_statistics",
     "format_scene_statistics",
     "register_scene_splits",
@@ -61,11 +65,11 @@ def loadmat_checked(path: str, keys: Iterable[str] = ()) -> Dict[str, Any]:
     """``scipy.io.loadmat(path)`` with clear errors.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
+        DatasetNotFoundError: (a ``FileNotFoundError``) ``path`` does not exist.
         ValueError: the file is not a readable MATLAB file, or lacks one of ``keys``.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Annotation file not found: {path}")
+        raise MissingDatasetFileError(f"expected annotation file '{path}' does not exist")
     try:
         data = scipy.io.loadmat(path, squeeze_me=False, struct_as_record=True)
     except Exception as e:  # scipy raises several types for corrupt files
@@ -180,16 +184,74 @@ def mat_vector(x: Any) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------- #
-# Image sizes and statistics
+# Parsed-file cache
 # --------------------------------------------------------------------------------------- #
-def read_image_sizes(paths: Dict[str, str], cache_file: str) -> Dict[str, tuple]:
-    """``{name: (height, width)}`` from the image headers, cached in ``cache_file`` (json).
+_CACHE_FORMAT = 1
 
-    A cache entry is reused while the image's byte size is unchanged. The cache is written
-    atomically; a read-only dataset folder only disables caching.
+
+def _file_stamp(path: str) -> np.ndarray:
+    st = os.stat(path)
+    return np.array([_CACHE_FORMAT, st.st_size, st.st_mtime_ns], dtype=np.int64)
+
+
+def cached_arrays(
+    source: str, cache_file: str, parse: Callable[[], Dict[str, np.ndarray]]
+) -> Dict[str, np.ndarray]:
+    """``parse()`` (a dict of numpy arrays, no objects) cached in ``cache_file`` (``.npz``).
+
+    The cache is used while ``source`` keeps the size and modification time it had when the
+    cache was written; else ``parse()`` runs again and the cache is rewritten atomically
+    (temporary file + rename). An unreadable cache is ignored and a read-only folder only
+    disables caching (both silently, at debug level).
 
     Raises:
-        FileNotFoundError: an image is missing (message names it).
+        FileNotFoundError: ``source`` is missing.
+    """
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"File not found: {source}")
+    stamp = _file_stamp(source)
+    if os.path.isfile(cache_file):
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                if np.array_equal(z["__stamp__"], stamp):
+                    return {k: z[k] for k in z.files if k != "__stamp__"}
+        except (OSError, ValueError, KeyError, EOFError) as e:
+            logger.debug("Ignoring unreadable cache %s: %s", cache_file, e)
+    arrays = parse()
+    tmp = f"{cache_file}.tmp{os.getpid()}.npz"
+    try:
+        np.savez(tmp, __stamp__=stamp, **arrays)
+        os.replace(tmp, cache_file)
+    except OSError as e:
+        logger.debug("Cannot write cache %s: %s", cache_file, e)
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+    return arrays
+
+
+# --------------------------------------------------------------------------------------- #
+# Image sizes and statistics
+# --------------------------------------------------------------------------------------- #
+def read_image_sizes(
+    paths: Dict[str, str], cache_file: str, listed_in: Optional[Dict[str, str]] = None
+) -> Dict[str, tuple]:
+    """``{name: (height, width)}`` from the image headers, cached in ``cache_file`` (json).
+
+    A cache entry is reused while the image's byte size is unchanged (so every listed image
+    is checked once, one ``stat`` each). The cache is written atomically; a read-only dataset
+    folder only disables caching.
+
+    Args:
+        paths: ``{name: image path}``.
+        cache_file: the json cache.
+        listed_in: ``{name: "<list file>:<entry>"}``, where each image is listed (named in
+            the error).
+
+    Raises:
+        MissingDatasetFileError: an image is missing (message names it, where it is listed
+            and how many listed images are missing).
     """
     cache: Dict[str, list] = {}
     if os.path.isfile(cache_file):
@@ -201,16 +263,25 @@ def read_image_sizes(paths: Dict[str, str], cache_file: str) -> Dict[str, tuple]
             cache = {}
     out, changed = {}, False
     todo = list(paths.items())
-    for name, path in tqdm(todo, desc="image sizes", disable=len(todo) < 2000, leave=False):
+    nbytes: Dict[str, int] = {}
+    for name, path in todo:  # one stat per listed image
         try:
-            nbytes = os.path.getsize(path)
-        except OSError as e:
-            raise FileNotFoundError(f"Image not found: {path}") from e
+            nbytes[name] = os.stat(path).st_size
+        except OSError:
+            pass
+    missing = [n for n, _ in todo if n not in nbytes]
+    if missing:
+        where = (listed_in or {}).get(missing[0], "")
+        raise MissingDatasetFileError(
+            f"{where + ': ' if where else ''}listed image '{paths[missing[0]]}' does not exist "
+            f"({len(missing)} of {len(todo)} listed images are missing)"
+        )
+    for name, path in tqdm(todo, desc="image sizes", disable=len(todo) < 2000, leave=False):
         hit = cache.get(name)
-        if hit is None or len(hit) != 3 or hit[2] != nbytes:
+        if hit is None or len(hit) != 3 or hit[2] != nbytes[name]:
             with Image.open(path) as im:
                 w, h = im.size
-            cache[name] = hit = [int(h), int(w), int(nbytes)]
+            cache[name] = hit = [int(h), int(w), int(nbytes[name])]
             changed = True
         out[name] = (hit[0], hit[1])
     if changed:
@@ -304,16 +375,26 @@ def register_scene_splits(
             continue
 
         def _fn(name=name, loader=loader, split=split):
-            root = root_fn()
-            records = loader(root, dataset_name=name)
+            try:
+                root = root_fn()
+                records = loader(root, dataset_name=name)
+            except (DatasetError, FileNotFoundError, ValueError, KeyError) as e:
+                from .sources import dataset_source
+
+                source = dataset_source(name)
+                raise dataset_error(e, name, source.title if source else "") from e
             stats = scene_statistics(records)
             extra: Dict[str, Any] = {}
             if split == "query":
                 extra = dict(query_metadata(root)) if query_metadata is not None else {}
                 extra["gallery_dataset"] = f"{prefix}_gallery"
             MetadataCatalog.get(name).set(root=root, **stats, **extra)
-            logger.info(
-                "Loaded %s from %s:\n%s", name, root, format_scene_statistics({name: stats})
+            table = format_scene_statistics({name: stats})
+            # Logged once per set and root; later loads of the same run only in the log file.
+            seen = (name, root, table) in _LOGGED_TABLES
+            _LOGGED_TABLES.add((name, root, table))
+            logger.log(
+                logging.DEBUG if seen else logging.INFO, "Loaded %s from %s:\n%s", name, root, table
             )
             return records
 
@@ -322,6 +403,9 @@ def register_scene_splits(
             evaluator_type=protocol, search_protocol=protocol, unlabeled_pid=UNLABELED_PID
         )
     return names
+
+
+_LOGGED_TABLES: set = set()
 
 
 def synthetic_scenes_root(fmt: str) -> Callable[[], str]:

@@ -190,6 +190,13 @@ class OIMSearch(OneStepSearchBase):
             losses["loss_oim"] = self.oim_loss(step.head_outputs[2][fg], pids)
         return losses
 
+    def analysis_parts(self, image_hw, num_rois: int = 128, num_boxes: int = 10):
+        """Declared parts for ``tools/analyze_model.py`` (contract and counting rules:
+        :mod:`reid_plugins.modeling.analysis`)."""
+        from reid_plugins.modeling.analysis import person_search_parts
+
+        return person_search_parts(self, image_hw, num_rois, num_boxes)
+
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
         """One ``{"boxes", "scores", "features"}`` per input (boxes in original coordinates)."""

@@ -26,6 +26,7 @@ def tiny_cfg(**gmn):
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.BACKBONE.DEPTH = 18
     cfg.MODEL.BACKBONE.BASE_WIDTH = 8
+    cfg.MODEL.BACKBONE.FROM_SCRATCH = True  # tiny random network on purpose
     cfg.MODEL.HEADS.NUM_CLASSES = 4
     cfg.MODEL.GMN.MNET.HIDDEN_DIMS = [16, 8]
     cfg.INPUT.SIZE_TRAIN = [32, 16]

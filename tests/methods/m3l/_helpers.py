@@ -24,6 +24,7 @@ def tiny_cfg():
     cfg = add_all_configs(get_cfg())
     cfg.MODEL.BACKBONE.DEPTH = 18
     cfg.MODEL.BACKBONE.BASE_WIDTH = 8
+    cfg.MODEL.BACKBONE.FROM_SCRATCH = True  # tiny random network on purpose
     cfg.MODEL.DEVICE = "cpu"
     return cfg
 
