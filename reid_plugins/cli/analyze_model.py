@@ -1,8 +1,8 @@
 """``reid-analyze`` / ``tools/analyze_model.py``: FLOPs and parameters of any registered
 meta-architecture, per declared part where a model declares parts; TDN's Table VII comparison.
 
-Any model (``--config-file``): the model of the config is built on the CPU for counting (no
-ImageNet weights, no training data: classifiers sized 1 class, no memories, no TDN teacher),
+Any model (``--config-file``): the inference model of the config is built on the CPU for
+counting (no ImageNet weights, no training data: no classifiers, memories or TDN teacher),
 its parameters are counted and one ``inference`` on a 1 x 3 x H x W input is counted with
 fvcore (H x W = ``INPUT.SIZE_TEST`` for ReID models, ``--height`` x ``--width`` for person
 search, where the count also depends on the number of detections kept on that input). A
@@ -212,10 +212,9 @@ def format_report(tdn: Dict[str, Dict], oim: Dict[str, Dict], image_hw, num_rois
 
 
 def analysis_cfg(config_file: str, opts: Sequence[str] = (), plugins: Sequence[str] = ()):
-    """The config of ``config_file`` + ``opts`` adapted for counting on the CPU without
-    weights or data: no ImageNet weights, no TDN teacher (training only), classifiers sized
-    1 class where the size would be inferred from the training set, no memory (M3L keeps only
-    its triplet loss: its classifier / memory are training-only)."""
+    """The config of ``config_file`` + ``opts`` for counting on the CPU: no ImageNet weights,
+    no whole-model weights, no TDN teacher (training only). Built without training data,
+    :func:`build_model` gives the inference model (no classifiers, memories or OIM tables)."""
     import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
     from reid_plugins.engine import setup_cfg
 
@@ -224,14 +223,6 @@ def analysis_cfg(config_file: str, opts: Sequence[str] = (), plugins: Sequence[s
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
     cfg.MODEL.TDN.TEACHER.ENABLED = False
-    if int(cfg.MODEL.TDN.REID.NUM_PIDS) <= 0:
-        cfg.MODEL.TDN.REID.NUM_PIDS = 1
-    if int(cfg.MODEL.LOSSES.OIM.NUM_PIDS) <= 0:
-        cfg.MODEL.LOSSES.OIM.NUM_PIDS = 1
-    if int(cfg.MODEL.HEADS.NUM_CLASSES) <= 0:
-        cfg.MODEL.HEADS.NUM_CLASSES = 1
-    cfg.MODEL.LOSSES.MEMORY.ENABLED = False
-    cfg.MODEL.M3L.LOSSES = ["triplet"]
     return cfg
 
 
@@ -285,8 +276,8 @@ def format_analysis(result: Dict, config_file: str, num_rois: int, num_boxes: in
     r = result
     lines = [f"{r['meta_architecture']} ({config_file}), input {r['input']}"]
     lines.append(
-        f"parameters: {r['params'] / 1e6:.3f} M (as built for analysis: classifiers of 1 class, "
-        f"no memory, no teacher)"
+        f"parameters: {r['params'] / 1e6:.3f} M (inference model: no training-only classifier, "
+        f"memory or teacher)"
     )
     det = ""
     if r["detections"] is not None:

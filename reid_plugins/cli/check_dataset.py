@@ -1,4 +1,5 @@
-"""``reid-check-dataset`` / ``tools/check_dataset.py``: check that a registered dataset is in place: print its statistics or what is missing.
+"""``reid-check-dataset`` / ``tools/check_dataset.py``: check that a registered dataset is in
+place: print its statistics or what is missing.
 
 For each NAME (a registered ``DatasetCatalog`` name, e.g. ``market1501_train``,
 ``msmt17_v2_test``, ``prw_query``) under ``$REID_DATASETS`` (default ``datasets/``):
@@ -144,8 +145,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-check-dataset`` console script; returns the exit status of :func:`main`."""
-    return main(argv)
+    """The ``reid-check-dataset`` console script (one-line user errors, ``--debug``); returns
+    the exit status of :func:`main`."""
+    from reid_plugins.utils.errors import run_cli
+
+    return run_cli(main, argv)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import os
 
 import reid_plugins.methods  # noqa: F401  (registers the built-in methods)
 from reid_plugins.checkpoint import Checkpointer
-from reid_plugins.config.config import check_config
 from reid_plugins.engine import (
     TRAINER_REGISTRY,
     build_trainer,
@@ -36,6 +35,7 @@ from reid_plugins.engine import (
     launch,
     setup_cfg,
 )
+from reid_plugins.engine.config_check import check_config
 from reid_plugins.utils import comm
 from reid_plugins.utils.errors import OutputDirError, run_cli
 

@@ -83,6 +83,21 @@ def _cases(root, cfg_file):
             ["Market-1501", empty, "REID_DATASETS"],
         ),
         (
+            "real-data config without the data",
+            train_net_cmd(os.path.join(REPO, "projects", "tdn", "prw.yaml"), out,
+                          opts=["MODEL.DEVICE", "cpu"]),
+            {"REID_DATASETS": empty},
+            [os.path.join(empty, "prw", "frame_train.mat"), "datasets/README.md (PRW)",
+             "python tools/check_dataset.py prw_train"],
+        ),
+        (
+            "backbone from random weights",
+            train_net_cmd(cfg_file, out, opts=["MODEL.BACKBONE.FROM_SCRATCH", "False"]),
+            {},
+            ["MODEL.BACKBONE.PRETRAIN_PATH is empty", "ResNet18_Weights.IMAGENET1K_V1",
+             "MODEL.BACKBONE.FROM_SCRATCH True"],
+        ),
+        (
             "corrupt image",
             train_net_cmd(cfg_file, out, opts=["DATASETS.TEST", "[]"]),
             {"REID_DATASETS": corrupt},

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from reid_plugins.config import ConfigError, add_all_configs, get_cfg
-from reid_plugins.config.config import check_config
+from reid_plugins.engine.config_check import check_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNTHETIC_DG = os.path.join(REPO, "projects", "baseline", "synthetic_dg.yaml")
