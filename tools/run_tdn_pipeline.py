@@ -50,8 +50,11 @@ def _log(msg: str) -> None:
 
 
 def train_net(args: List[str], env: Dict[str, str], log_file: str) -> None:
-    """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``); raise on failure."""
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py")] + args
+    """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``); raise on failure.
+
+    ``--overwrite``: without ``--reuse`` the pipeline trains every stage again, also into
+    folders that hold a finished run of an earlier pipeline."""
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--overwrite"] + args
     _log(" ".join(cmd[1:]))
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
     with open(log_file, "w") as f:

@@ -378,12 +378,17 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     return result
 
 
+def command(argv: Optional[List[str]]) -> None:
+    """What the command runs (:func:`main`; its report is printed)."""
+    main(argv)
+
+
 def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-analyze`` console script (one-line user errors, ``--debug``)."""
+    """The ``reid-analyze`` console script: :func:`command` through
+    :func:`reid_plugins.utils.errors.run_cli` (one-line user errors, ``--debug``)."""
     from reid_plugins.utils.errors import run_cli
 
-    run_cli(main, argv)
-    return 0
+    return run_cli(command, argv)
 
 
 if __name__ == "__main__":

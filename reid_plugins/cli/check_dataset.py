@@ -144,12 +144,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     return 0 if all(results) else 1
 
 
+def command(argv: Optional[List[str]]) -> int:
+    """What the command runs: :func:`main`, whose value is the exit status."""
+    return main(argv)
+
+
 def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-check-dataset`` console script (one-line user errors, ``--debug``); returns
-    the exit status of :func:`main`."""
+    """The ``reid-check-dataset`` console script: :func:`command` through
+    :func:`reid_plugins.utils.errors.run_cli` (one-line user errors, ``--debug``)."""
     from reid_plugins.utils.errors import run_cli
 
-    return run_cli(main, argv)
+    return run_cli(command, argv)
 
 
 if __name__ == "__main__":

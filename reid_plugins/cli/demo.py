@@ -477,18 +477,21 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     )
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-demo`` console script: run the demo, print its summary (one-line user
-    errors, ``--debug``)."""
-    from reid_plugins.utils.errors import run_cli
+def command(argv: Optional[List[str]]) -> None:
+    """What the command runs: the demo, then its summary printed."""
     from reid_plugins.utils.logger import setup_logger
 
-    def _run(argv):
-        result = main(argv)
-        print(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=1))
-
     setup_logger(name="reid_plugins")
-    return run_cli(_run, argv)
+    result = main(argv)
+    print(json.dumps({k: v for k, v in result.items() if k != "ranked"}, indent=1))
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    """The ``reid-demo`` console script: :func:`command` through
+    :func:`reid_plugins.utils.errors.run_cli` (one-line user errors, ``--debug``)."""
+    from reid_plugins.utils.errors import run_cli
+
+    return run_cli(command, argv)
 
 
 if __name__ == "__main__":

@@ -128,17 +128,20 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     return summary
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-export`` console script: export, verify, print the summary (one-line user
-    errors, ``--debug``)."""
-    from reid_plugins.utils.errors import run_cli
+def command(argv: Optional[List[str]]) -> None:
+    """What the command runs: export, verify, print the summary."""
     from reid_plugins.utils.logger import setup_logger
 
-    def _run(argv):
-        print(json.dumps(main(argv), indent=2))
-
     setup_logger(name="reid_plugins")
-    return run_cli(_run, argv)
+    print(json.dumps(main(argv), indent=2))
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    """The ``reid-export`` console script: :func:`command` through
+    :func:`reid_plugins.utils.errors.run_cli` (one-line user errors, ``--debug``)."""
+    from reid_plugins.utils.errors import run_cli
+
+    return run_cli(command, argv)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from reid_plugins.engine.config_check import check_config
 from reid_plugins.utils import comm
 from reid_plugins.utils.errors import OutputDirError, run_cli
 
-__all__ = ["load_config", "refuse_to_overwrite", "setup", "main", "cli", "run"]
+__all__ = ["load_config", "refuse_to_overwrite", "setup", "main", "cli", "command", "run"]
 __all__ += ["default_argument_parser"]
 
 
@@ -60,11 +60,13 @@ def refuse_to_overwrite(cfg, args) -> None:
         return
     final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
     if cfg.OUTPUT_DIR and os.path.isfile(final):
-        raise OutputDirError(
+        err = OutputDirError(
             f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run ({final}); pass --overwrite to "
             "train again from scratch there, --resume to continue it, or choose another "
             "OUTPUT_DIR"
         )
+        err.hint = ""  # the message says what to do
+        raise err
 
 
 def setup(args, cfg=None):
@@ -115,11 +117,15 @@ def cli(argv=None):
     return comm.get_rank()
 
 
+def command(argv) -> None:
+    """What the command runs (through :func:`reid_plugins.utils.errors.run_cli`)."""
+    cli(argv)
+
+
 def run(argv=None) -> int:
-    """The ``reid-train`` console script: :func:`cli` through
+    """The ``reid-train`` console script: :func:`command` through
     :func:`reid_plugins.utils.errors.run_cli` (one-line user errors, ``--debug``)."""
-    run_cli(cli, argv)
-    return 0
+    return run_cli(command, argv)
 
 
 if __name__ == "__main__":

@@ -194,16 +194,20 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     return paths
 
 
-def run(argv: Optional[List[str]] = None) -> int:
-    """The ``reid-visualize`` console script (one-line user errors, ``--debug``)."""
-    from reid_plugins.utils.errors import run_cli
+def command(argv: Optional[List[str]]) -> None:
+    """What the command runs: one subcommand, then the number of files written."""
     from reid_plugins.utils.logger import setup_logger
 
-    def _run(argv):
-        print(f"Wrote {len(main(argv))} PNG file(s)")
-
     setup_logger(name="reid_plugins")
-    return run_cli(_run, argv)
+    print(f"Wrote {len(main(argv))} PNG file(s)")
+
+
+def run(argv: Optional[List[str]] = None) -> int:
+    """The ``reid-visualize`` console script: :func:`command` through
+    :func:`reid_plugins.utils.errors.run_cli` (one-line user errors, ``--debug``)."""
+    from reid_plugins.utils.errors import run_cli
+
+    return run_cli(command, argv)
 
 
 if __name__ == "__main__":

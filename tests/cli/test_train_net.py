@@ -125,8 +125,8 @@ def test_unimportable_plugin_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
 
 
 def test_console_scripts_are_the_tools():
-    """``[project.scripts]`` name each ``reid_plugins.cli`` module's ``run``; the
-    ``tools/<name>.py`` wrappers run the same function."""
+    """``[project.scripts]`` name each ``reid_plugins.cli`` module's ``run`` (=
+    ``run_cli(command)``); the ``tools/<name>.py`` wrappers run the same ``command``."""
     import importlib
     import re
     import tomllib
@@ -139,4 +139,6 @@ def test_console_scripts_are_the_tools():
         assert func == "run" and callable(getattr(importlib.import_module(module), func)), name
         tool = os.path.join(REPO, "tools", module.rsplit(".", 1)[1] + ".py")
         with open(tool) as f:
-            assert re.search(rf"from {re.escape(module)} import run\b", f.read()), tool
+            text = f.read()
+        assert re.search(rf"from {re.escape(module)} import command\b", text), tool
+        assert "run_cli(command)" in text, tool

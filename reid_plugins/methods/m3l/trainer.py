@@ -412,6 +412,8 @@ class MetaTrainer(DefaultTrainer):
     resume, evaluation) is :class:`DefaultTrainer`'s.
     """
 
+    SUPPORTS_AMP = False
+
     def build_step_trainer(self, cfg, model, data_loader, optimizer) -> MetaStepTrainer:
         if "M3L" not in cfg.MODEL:
             raise KeyError(
@@ -419,7 +421,7 @@ class MetaTrainer(DefaultTrainer):
                 "add_all_configs) before merging the config"
             )
         m = cfg.MODEL.M3L
-        if cfg.SOLVER.AMP.ENABLED:
+        if cfg.SOLVER.AMP.ENABLED is True:  # "auto" resolves to float32 (SUPPORTS_AMP)
             raise ValueError(
                 "SOLVER.AMP.ENABLED is not supported by TRAINER.NAME MetaTrainer (M3L's "
                 "second-order meta-update runs in float32); set SOLVER.AMP.ENABLED False"
