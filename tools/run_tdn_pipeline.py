@@ -153,6 +153,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         action="store_true",
         help="skip the teacher / TDN runs whose results already exist",
     )
+    from reid_plugins.engine import add_plugin_argument
+    from reid_plugins.utils import plugins
+
+    add_plugin_argument(parser)  # passed to every run through $REID_PLUGINS
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides passed to every TDN run"
     )
@@ -161,6 +165,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     start = time.perf_counter()
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a busy machine
+    if args.plugin:
+        listed = plugins.split_plugin_list(env.get(plugins.ENV_VAR, "")) + args.plugin
+        listed = [plugins.resolve_spec(p) for p in listed]  # the runs' cwd is the repository
+        env[plugins.ENV_VAR] = os.pathsep.join(listed)
     if args.threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     out = os.path.abspath(args.output_dir)

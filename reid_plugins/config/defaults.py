@@ -303,6 +303,10 @@ _C.TRAINER.NAME = "DefaultTrainer"
 # Misc
 # ----------------------------------------------------------------------------- #
 _C.OUTPUT_DIR = "./output"
+# Modules (pkg.mod) or .py files imported before this file is merged, to register your own
+# backbones, models, datasets, evaluators and config keys (relative paths: relative to the
+# YAML file). Every command also reads --plugin and $REID_PLUGINS; see docs/plugins.md.
+_C.PLUGINS = []
 # Random seed; < 0 = derive one from time and pid (logged).
 _C.SEED = -1
 # Make CPU/GPU kernels deterministic (slower); required for bit-exact resume tests.

@@ -31,6 +31,7 @@ from ..utils.errors import OutputDirError, TrainingInterrupted
 from ..utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
+from .config_setup import add_plugin_argument
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -96,6 +97,7 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
         default="auto",
         help="initialization URL for pytorch distributed backend, tcp://IP:PORT",
     )
+    add_plugin_argument(parser)
     parser.add_argument(
         "opts",
         default=None,
