@@ -50,8 +50,11 @@ def _log(msg: str) -> None:
 
 
 def train_net(args: List[str], env: Dict[str, str], log_file: str) -> None:
-    """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``); raise on failure."""
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py")] + args
+    """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``); raise on failure.
+
+    ``--overwrite``: without ``--reuse`` the pipeline trains every stage again, also into
+    folders that hold a finished run of an earlier pipeline."""
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--overwrite"] + args
     _log(" ".join(cmd[1:]))
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
     with open(log_file, "w") as f:
@@ -150,6 +153,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         action="store_true",
         help="skip the teacher / TDN runs whose results already exist",
     )
+    from reid_plugins.engine import add_plugin_argument
+    from reid_plugins.utils import plugins
+
+    add_plugin_argument(parser)  # passed to every run through $REID_PLUGINS
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides passed to every TDN run"
     )
@@ -158,6 +165,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     start = time.perf_counter()
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a busy machine
+    if args.plugin:
+        listed = plugins.split_plugin_list(env.get(plugins.ENV_VAR, "")) + args.plugin
+        listed = [plugins.resolve_spec(p) for p in listed]  # the runs' cwd is the repository
+        env[plugins.ENV_VAR] = os.pathsep.join(listed)
     if args.threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     out = os.path.abspath(args.output_dir)

@@ -125,6 +125,12 @@ def check_config(cfg: "CfgNode", source: str = "") -> "CfgNode":
     dry_run("SOLVER.CLIP_GRADIENTS", lambda: build_grad_clipper(cfg))
     dry_run("INPUT settings", lambda: build_reid_transforms(cfg, is_train=True))
     dry_run("INPUT.SIZE_TEST", lambda: build_reid_transforms(cfg, is_train=False))
+    from ..solver.precision import resolve_amp_dtype, resolve_channels_last
+
+    amp, test_amp = cfg.SOLVER.AMP, cfg.TEST.AMP.ENABLED
+    dry_run("SOLVER.AMP", lambda: resolve_amp_dtype(amp.ENABLED, amp.DTYPE, "cpu"))
+    dry_run("TEST.AMP", lambda: resolve_amp_dtype(test_amp, "auto", "cpu", key="TEST.AMP"))
+    dry_run("MODEL.CHANNELS_LAST", lambda: resolve_channels_last(cfg.MODEL.CHANNELS_LAST, None))
     return cfg
 
 

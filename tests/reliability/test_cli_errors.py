@@ -98,8 +98,8 @@ def _cases(root, cfg_file):
              "MODEL.BACKBONE.FROM_SCRATCH True"],
         ),
         (
-            "corrupt image",
-            train_net_cmd(cfg_file, out, opts=["DATASETS.TEST", "[]"]),
+            "corrupt image (read in a DataLoader worker process)",
+            train_net_cmd(cfg_file, out, opts=["DATASETS.TEST", "[]", "DATALOADER.NUM_WORKERS", "1"]),
             {"REID_DATASETS": corrupt},
             ["Cannot read image", "bounding_box_train", "DATALOADER.SKIP_CORRUPT True"],
         ),

@@ -1,5 +1,6 @@
-"""tools/check_dataset.py: the statistics table of a dataset in place, or what is missing
-(issue 15.6); train_net without data names the missing file, README and tool."""
+"""reid_plugins/cli/check_dataset.py (tools/check_dataset.py): the statistics table of a
+dataset in place, or what is missing (issue 15.6); train_net without data names the missing
+file, README and tool."""
 
 import os
 
