@@ -1,4 +1,4 @@
-"""``reid-export`` / ``tools/export_onnx.py``: export a model to ONNX and check it with
+r"""``reid-export`` / ``tools/export_onnx.py``: export a model to ONNX and check it with
 onnxruntime against PyTorch.
 
 ReID models (ReIDBaseline, M3L, GMN instance features): one graph mapping ``images``
