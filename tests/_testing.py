@@ -266,7 +266,11 @@ TOOLS_DIR = os.path.join(REPO, "tools")
 
 
 def load_tool(name: str) -> ModuleType:
-    """A fresh module object of the script ``tools/<name>.py`` (executed, ``main`` not run)."""
+    """The module of the command ``tools/<name>.py``: ``reid_plugins.cli.<name>`` for the tools
+    that live there (``tools/<name>.py`` is a wrapper), else a fresh module object of the
+    script (executed, ``main`` not run)."""
+    if os.path.isfile(os.path.join(REPO, "reid_plugins", "cli", f"{name}.py")):
+        return importlib.import_module(f"reid_plugins.cli.{name}")
     path = os.path.join(TOOLS_DIR, f"{name}.py")
     spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
     module = importlib.util.module_from_spec(spec)

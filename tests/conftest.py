@@ -7,6 +7,16 @@ import torch
 
 import reid_plugins.methods  # noqa: F401  (registers the built-in methods, as the tools do)
 
+from reid_plugins.config.defaults import _C
+
+# The suite compares exact numbers: pin float32 and contiguous tensors instead of the shipped
+# fast path ("auto": bfloat16 autocast + channels-last on CPUs with native bfloat16), which
+# tests/engine/test_fast_path.py exercises explicitly. Subprocess tests see the shipped defaults.
+_C.SOLVER.AMP.ENABLED = False
+_C.TEST.AMP.ENABLED = False
+_C.MODEL.CHANNELS_LAST = False
+_C.SOLVER.FUSED = False
+
 
 @pytest.fixture(autouse=True)
 def _propagate_package_logs():

@@ -48,14 +48,12 @@ def build(config_file: str, weights: str, args, is_tdn: bool) -> torch.nn.Module
     """The model of ``config_file`` for timing (see the module docstring)."""
     import reid_plugins.methods  # noqa: F401  (registers the methods)
     from reid_plugins.checkpoint import Checkpointer
-    from reid_plugins.config import add_all_configs, get_cfg
+    from reid_plugins.engine import setup_cfg
     from reid_plugins.modeling import build_model
 
-    cfg = add_all_configs(get_cfg())
-    cfg.merge_from_file(config_file)
+    cfg = setup_cfg(config_file=config_file, opts=[], plugins=args.plugin)
     cfg.MODEL.DEVICE = args.device
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
-    cfg.MODEL.TDN.TEACHER.ENABLED = False  # training only
     if int(cfg.MODEL.TDN.REID.NUM_PIDS) <= 0:
         cfg.MODEL.TDN.REID.NUM_PIDS = 1
     if int(cfg.MODEL.LOSSES.OIM.NUM_PIDS) <= 0:
@@ -76,10 +74,10 @@ def load_images(args) -> List[Dict]:
     """``--images`` scene inputs: random pixels, or the first images of ``--dataset``."""
     if args.dataset:
         import reid_plugins.methods  # noqa: F401  (registers the methods)
-        from reid_plugins.config import add_all_configs, get_cfg
         from reid_plugins.data.scene_build import build_scene_test_loader
+        from reid_plugins.engine import setup_cfg
 
-        cfg = add_all_configs(get_cfg())
+        cfg = setup_cfg(config_file="", opts=[], plugins=args.plugin)
         cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = min(args.height, args.width), max(
             args.height, args.width
         )
@@ -130,6 +128,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    from reid_plugins.engine import add_plugin_argument
+
+    add_plugin_argument(parser)
     parser.add_argument("--tdn-config", default="projects/tdn/Base-TDN.yaml")
     parser.add_argument("--oim-config", default="projects/oim/Base-OIM.yaml")
     parser.add_argument("--tdn-weights", default="")

@@ -25,6 +25,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
 
 def make_tree(base: str, files: int, ids: int) -> str:
     """``<base>/train/<pid>/<pid>_<k>_<cam>_0303morning_0000_0.jpg`` (empty) and
@@ -83,4 +87,6 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -5,16 +5,17 @@
     python tools/benchmark_m3l.py --depth 50 --base-width 64 --height 256 --width 128 \\
         --batch 64 --device cuda                                   # the paper's setting
 
-Both iterations run through :class:`reid_plugins.methods.m3l.trainer.MetaStepTrainer` on the
-same :class:`~reid_plugins.modeling.meta_arch.M3L` model and the same fixed batches (one per
-source domain): the baseline is ``META_LEARNING=False`` with the memory updated from the
-iteration's own features (exactly ``ReIDBaseline``'s step), and ``baseline_forward`` the
-same with the authors' extra no-grad memory-update forward; M3L is timed with both memory
-update modes (``forward`` = the authors' extra no-grad forward, ``batch``) and, for
-reference, the first-order approximation. Timed iterations of the variants are interleaved
+Every variant runs through :class:`reid_plugins.methods.m3l.trainer.MetaStepTrainer` on the
+same :class:`~reid_plugins.methods.m3l.M3L` model and the same fixed batches (one per source
+domain): ``baseline`` is ``META_LEARNING=False`` with the memory updated from the iteration's
+own features (exactly ``ReIDBaseline``'s step, the DG baseline's own default), and
+``baseline_forward`` the same with the authors' extra no-grad memory-update forward. M3L
+variants: ``m3l_forward`` (the default configuration: the authors' outer gradient and
+memory-update forward), ``m3l_batch`` (memory from the iteration's features), ``m3l_full``
+(``OUTER_GRADIENT full``) and ``m3l_first_order``. Timed iterations of the variants are interleaved
 so that load drift on a shared machine affects them alike; the median wall-clock (and CPU)
 time per iteration is reported with the ratio to ``baseline`` and (``same-mode``) to the
-baseline with the same memory update (target: <= 2.5x).
+baseline with the same memory update (target: <= 2.5x ``baseline``).
 
 ``--phases`` also times the parts of each iteration, by wrapping (not changing) the trainer's
 pieces: the model's forward per stage (``standard``; ``meta_train``; ``meta_test``, which is
@@ -50,7 +51,7 @@ import torch  # noqa: E402
 
 import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
 from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
-from reid_plugins.methods.m3l import M3L, MetaBNHead  # noqa: E402
+from reid_plugins.methods.m3l import M3L, M3LMemoryLoss, MetaBNHead  # noqa: E402
 from reid_plugins.methods.m3l.trainer import MetaStepTrainer  # noqa: E402
 from reid_plugins.modeling.backbone import build_backbone  # noqa: E402
 from reid_plugins.modeling.losses import MemoryLoss, TripletLoss  # noqa: E402
@@ -58,13 +59,16 @@ from reid_plugins.solver import build_optimizer  # noqa: E402
 from reid_plugins.utils.events import EventStorage  # noqa: E402
 
 VARIANTS = {
-    # name: (meta_learning, memory_update, first_order)
-    "baseline": (False, "batch", False),
-    "baseline_forward": (False, "forward", False),
-    "m3l_forward": (True, "forward", False),
-    "m3l_batch": (True, "batch", False),
-    "m3l_first_order": (True, "forward", True),
+    # name: MetaStepTrainer keyword arguments (the rest are the defaults: OUTER_GRADIENT
+    # authors, the memories' sequential update rule for M3L, Eq. 2's mean for the baselines)
+    "baseline": dict(meta_learning=False, memory_update="batch"),
+    "baseline_forward": dict(meta_learning=False, memory_update="forward"),
+    "m3l_forward": dict(memory_update="forward"),  # the default configuration
+    "m3l_batch": dict(memory_update="batch"),
+    "m3l_full": dict(memory_update="forward", outer_gradient="full"),
+    "m3l_first_order": dict(memory_update="forward", first_order=True),
 }
+DEFAULT_VARIANTS = ["baseline", "baseline_forward", "m3l_forward", "m3l_batch", "m3l_full"]
 
 
 def parse_args(argv=None):
@@ -83,9 +87,10 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--phases", action="store_true", help="also time the parts of an iteration")
     p.add_argument("--json", default="", help="also write the results to this file")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     p.add_argument("--_child", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -99,7 +104,10 @@ def build(args, variant: str):
     cfg.MODEL.BACKBONE.WITH_IBN = args.ibn
     backbone = build_backbone(cfg)
     dim = backbone.output_shape()["res5"].channels
-    memory = MemoryLoss(num_pids_per_domain=[args.ids] * args.domains, feat_dim=dim)
+    kwargs = dict(VARIANTS[variant])
+    # ReIDBaseline's memories (Eq. 2 mean) for the baselines, M3L's (authors' rule) otherwise
+    mem_cls = MemoryLoss if not kwargs.get("meta_learning", True) else M3LMemoryLoss
+    memory = mem_cls(num_pids_per_domain=[args.ids] * args.domains, feat_dim=dim)
     for d in range(args.domains):
         memory.initialize(d, torch.randn(args.ids, dim), torch.arange(args.ids))
     model = M3L(
@@ -129,14 +137,11 @@ def build(args, variant: str):
         while True:
             yield batches
 
-    meta, mem_update, first_order = VARIANTS[variant]
     trainer = MetaStepTrainer(
         model,
         stream(),
         build_optimizer(cfg, model),
-        meta_learning=meta,
-        memory_update=mem_update,
-        first_order=first_order,
+        **kwargs,
         inner_lr=3.5e-4,
         base_lr=cfg.SOLVER.BASE_LR,
         seed=0,
@@ -265,7 +270,9 @@ def main(argv=None) -> dict:
                 times[v].append(step(tr, args.device, args.warmup + it))
     memory = {}
     for v in args.variants:
-        if args.device.startswith("cuda"):
+        if args.no_memory:
+            memory[v] = {}
+        elif args.device.startswith("cuda"):
             tr = build(args, v)
             torch.cuda.reset_peak_memory_stats()
             with EventStorage(0):
@@ -300,7 +307,7 @@ def main(argv=None) -> dict:
         cpu = statistics.median(t[1] for t in times[v])
         # the baseline with the same memory update as this variant (the paper's baseline is
         # M3L without meta-learning, i.e. with the same memory update)
-        twin = "baseline_forward" if VARIANTS[v][1] == "forward" else "baseline"
+        twin = "baseline_forward" if VARIANTS[v]["memory_update"] == "forward" else "baseline"
         twin_wall = statistics.median(t[0] for t in times[twin]) if twin in times else None
         results["variants"][v] = {
             "wall_s": wall,

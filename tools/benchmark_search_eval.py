@@ -17,9 +17,10 @@ same detections and L2-normalised features, with a ``TestG<N>.mat`` written in t
 layout under ``--workdir``. Runs, interleaved ``--repeat`` times: the reference; ours from the
 cold ``.mat`` (parsed-protocol cache removed first); ours with the parsed protocol cached. Each
 time covers protocol loading + gallery indexing + ranking, as process CPU seconds and wall
-seconds; the results (mAP, top-1/5/10) must agree to 1e-9::
+seconds; the results (mAP, top-1/5/10) must agree to 1e-9. Needs scikit-learn (the ``tools``
+extra)::
 
-    python tools/benchmark_search_eval.py --threads 1 --reference --repeat 3 --skip-full
+    python tools/benchmark_search_eval.py --threads 1 --reference --repeat 3
 """
 
 import argparse

@@ -29,6 +29,7 @@ from reid_plugins.utils.env import setup_environment  # noqa: E402
 setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
 
 from reid_plugins.data.person_crops import SCENE_PREFIXES, build_person_crops  # noqa: E402
+from reid_plugins.engine import add_plugin_argument, load_plugins  # noqa: E402
 
 
 def main(argv=None) -> str:
@@ -44,7 +45,9 @@ def main(argv=None) -> str:
     parser.add_argument("--size", type=int, nargs=2, default=[256, 128], metavar=("H", "W"))
     parser.add_argument("--splits", nargs="+", default=["train", "test"], choices=["train", "test"])
     parser.add_argument("--overwrite", action="store_true", help="rebuild existing crops")
+    add_plugin_argument(parser)  # a plugin registering your own scene dataset
     args = parser.parse_args(argv)
+    load_plugins(plugins=args.plugin)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = build_person_crops(
         args.dataset, args.root, size=args.size, splits=args.splits, overwrite=args.overwrite

@@ -67,8 +67,11 @@ def _progress(line: str, stage: str) -> Optional[str]:
 
 def train_net(args: List[str], env: Dict[str, str], log_file: str, stage: str = "") -> None:
     """Run ``tools/train_net.py args`` (stdout/stderr to ``log_file``), echoing per-stage
-    progress (iterations, ETA, evaluation) on the console; raise on failure."""
-    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py")] + args
+    progress (iterations, ETA, evaluation) on the console; raise on failure.
+
+    ``--overwrite``: without ``--reuse`` the pipeline trains every stage again, also into
+    folders that hold a finished run of an earlier pipeline."""
+    cmd = [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--overwrite"] + args
     _log(" ".join(cmd[1:]))
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
     stage = stage or os.path.basename(os.path.dirname(log_file))
@@ -211,6 +214,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         action="store_true",
         help="skip the teacher / TDN runs whose results already exist",
     )
+    from reid_plugins.engine import add_plugin_argument
+    from reid_plugins.utils import plugins
+
+    add_plugin_argument(parser)  # passed to every run through $REID_PLUGINS
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides passed to every TDN run"
     )
@@ -219,6 +226,10 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     start = time.perf_counter()
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no spinning threads on a busy machine
+    if args.plugin:
+        listed = plugins.split_plugin_list(env.get(plugins.ENV_VAR, "")) + args.plugin
+        listed = [plugins.resolve_spec(p) for p in listed]  # the runs' cwd is the repository
+        env[plugins.ENV_VAR] = os.pathsep.join(listed)
     if args.threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     out = os.path.abspath(args.output_dir)

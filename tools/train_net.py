@@ -1,118 +1,19 @@
 #!/usr/bin/env python
-"""Train or evaluate any registered meta-architecture from a config file.
+"""``python tools/train_net.py ...`` = ``reid-train ...``; the code is
+:mod:`reid_plugins.cli.train_net` (``--help`` lists the options)."""
 
-Examples::
-
-    python tools/train_net.py --config-file projects/baseline/synthetic_dg.yaml
-    python tools/train_net.py --config-file projects/baseline/synthetic_dg.yaml --resume
-    python tools/train_net.py --config-file cfg.yaml --eval-only MODEL.WEIGHTS output/model_final.pth
-    python tools/train_net.py --config-file cfg.yaml --num-gpus 2   # 2 DDP processes (gloo on CPU)
-
-A mistake in the config, the data, the weights or the output folder is reported as one line
-on stderr (exit status 2; ``--debug`` shows the traceback). Ctrl-C / SIGTERM stop training
-after the current iteration with a checkpoint and the command that resumes (exit 130 / 143).
-A finished run (``OUTPUT_DIR/model_final.pth``) is not overwritten without ``--overwrite``.
-"""
-
-from __future__ import annotations
-
-import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # source checkout
 
-from reid_plugins.utils.env import setup_environment  # noqa: E402  (before torch is imported)
+from reid_plugins.utils.env import setup_environment  # noqa: E402
 
-setup_environment()
+setup_environment()  # before torch is imported (OMP_WAIT_POLICY=PASSIVE unless set)
 
-import reid_plugins.methods  # noqa: F401,E402  (registers the methods)
-from reid_plugins.checkpoint import Checkpointer  # noqa: E402
-from reid_plugins.config import add_all_configs, get_cfg  # noqa: E402
-from reid_plugins.config.config import check_config  # noqa: E402
-from reid_plugins.engine import (  # noqa: E402
-    TRAINER_REGISTRY,
-    build_trainer,
-    default_argument_parser,
-    default_setup,
-    launch,
-)
-from reid_plugins.utils import comm  # noqa: E402
-from reid_plugins.utils.errors import OutputDirError, run_cli  # noqa: E402
-
-
-def load_config(args):
-    """Defaults + every method's config subtree, then the file, then KEY VALUE overrides;
-    checked (:func:`check_config`) and frozen. Touches nothing on disk."""
-    cfg = get_cfg()
-    add_all_configs(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts or [])
-    check_config(cfg, args.config_file)
-    cfg.freeze()
-    return cfg
-
-
-def refuse_to_overwrite(cfg, args) -> None:
-    """A training run without ``--resume`` into an OUTPUT_DIR holding a finished run would
-    overwrite its ``model_final.pth``: refused unless ``--overwrite``."""
-    if args.eval_only or args.resume or getattr(args, "overwrite", False):
-        return
-    final = os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-    if cfg.OUTPUT_DIR and os.path.isfile(final):
-        raise OutputDirError(
-            f"OUTPUT_DIR '{cfg.OUTPUT_DIR}' holds a finished run ({final}); pass --overwrite to "
-            "train again from scratch there, --resume to continue it, or choose another "
-            "OUTPUT_DIR"
-        )
-
-
-def setup(args, cfg=None):
-    """:func:`load_config` (unless ``cfg`` is given), then :func:`default_setup` (output
-    folder, logs, seed)."""
-    if cfg is None:
-        cfg = load_config(args)
-    refuse_to_overwrite(cfg, args)
-    default_setup(cfg, args)
-    return cfg
-
-
-def main(args, cfg=None):
-    cfg = setup(args, cfg)
-    trainer_cls = TRAINER_REGISTRY.get(cfg.TRAINER.NAME)
-    if args.eval_only:
-        model = trainer_cls.build_model(cfg)
-        if cfg.MODEL.WEIGHTS:
-            Checkpointer(model, cfg.OUTPUT_DIR).load(cfg.MODEL.WEIGHTS, checkpointables=[])
-        else:
-            logging.getLogger("reid_plugins").warning(
-                "--eval-only without MODEL.WEIGHTS: evaluating the randomly initialised model "
-                "(a 'random features' reference)"
-            )
-        return trainer_cls.test(cfg, model)
-    trainer = build_trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
-
-
-def cli(argv=None):
-    args = default_argument_parser().parse_args(argv)
-    logging.getLogger("reid_plugins").info("Command Line Args: %s", args)
-    # Mistakes in the config or the output folder are found here, in a second, before any
-    # process is spawned or anything is built.
-    cfg = load_config(args)
-    refuse_to_overwrite(cfg, args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args, cfg),
-    )
-    return comm.get_rank()
-
+from reid_plugins.cli.train_net import *  # noqa: F401,F403,E402
+from reid_plugins.cli.train_net import command  # noqa: E402
+from reid_plugins.utils.errors import run_cli  # noqa: E402
 
 if __name__ == "__main__":
-    run_cli(cli)
+    raise SystemExit(run_cli(command))

@@ -25,6 +25,10 @@ _C.MODEL.WEIGHTS = ""
 # Images reach the model as float tensors in 0-255; the model normalises them.
 _C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
 _C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+# Channels-last memory format for the model's 4-D weights (and hence its convolutions):
+# True, False, or None / "auto" = on exactly when the run uses mixed precision (SOLVER.AMP
+# for training, TEST.AMP for --eval-only), where oneDNN's / cuDNN's fast kernels want it.
+_C.MODEL.CHANNELS_LAST = None
 
 _C.MODEL.BACKBONE = CN()
 # Name of a function/class registered in BACKBONE_REGISTRY, called as fn(cfg, input_shape).
@@ -51,6 +55,9 @@ _C.MODEL.BACKBONE.PRETRAIN_PATH = ""
 _C.MODEL.BACKBONE.FROM_SCRATCH = False
 # Normalisation layer: "BN", "SyncBN" (DDP) or "FrozenBN".
 _C.MODEL.BACKBONE.NORM = "BN"
+# ReLU after the stem's norm layer (False = the stem of M3L's released ResNet / IBN-Net code,
+# which has conv1 -> bn1 -> max-pool; the M3L configs set it).
+_C.MODEL.BACKBONE.STEM_RELU = True
 
 _C.MODEL.HEADS = CN()
 # Name of a head registered in REID_HEADS_REGISTRY.
@@ -196,11 +203,19 @@ _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 5.0
 _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 # Automatic mixed precision (AMPTrainer): forward under torch.autocast, float16 losses scaled
-# by a GradScaler. Not supported by TRAINER.NAME MetaTrainer (M3L's second-order update).
+# by a GradScaler. True, False, or None / "auto" (the default fast path): float16 on CUDA,
+# bfloat16 on CPUs with native bfloat16 (AVX512-BF16 / AMX), float32 elsewhere and for
+# TRAINER.NAME MetaTrainer (M3L's second-order update runs in float32; True is an error there).
 _C.SOLVER.AMP = CN()
-_C.SOLVER.AMP.ENABLED = False
+_C.SOLVER.AMP.ENABLED = None
 # "auto" (float16 on CUDA, bfloat16 on CPU), "float16" or "bfloat16".
 _C.SOLVER.AMP.DTYPE = "auto"
+# Optimizer implementation: True = torch's fused kernel where it has one for the parameters'
+# device (CUDA, CPU), else its foreach (multi-tensor) one; False = torch's default.
+_C.SOLVER.FUSED = True
+# Compile the training model with torch.compile (first iterations are slow while it compiles;
+# pays off on long runs). Evaluation runs the uncompiled module.
+_C.SOLVER.COMPILE = False
 
 # ----------------------------------------------------------------------------- #
 # Test
@@ -213,6 +228,11 @@ _C.TEST.IMS_PER_BATCH = 128
 _C.TEST.METRIC = "cosine"
 # Average features of the image and its horizontal flip.
 _C.TEST.FLIP_AUG = False
+# Mixed-precision inference in inference_on_dataset (ReID feature extraction): True, False,
+# or None / "auto": float16 on CUDA, bfloat16 on CPUs with native bfloat16, else float32.
+# Features reach the evaluator in float32 either way.
+_C.TEST.AMP = CN()
+_C.TEST.AMP.ENABLED = None
 # CMC length.
 _C.TEST.MAX_RANK = 50
 # Queries per chunk when computing distances and ranks (bounded memory).
@@ -283,6 +303,10 @@ _C.TRAINER.NAME = "DefaultTrainer"
 # Misc
 # ----------------------------------------------------------------------------- #
 _C.OUTPUT_DIR = "./output"
+# Modules (pkg.mod) or .py files imported before this file is merged, to register your own
+# backbones, models, datasets, evaluators and config keys (relative paths: relative to the
+# YAML file). Every command also reads --plugin and $REID_PLUGINS; see docs/plugins.md.
+_C.PLUGINS = []
 # Random seed; < 0 = derive one from time and pid (logged).
 _C.SEED = -1
 # Make CPU/GPU kernels deterministic (slower); required for bit-exact resume tests.

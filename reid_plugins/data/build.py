@@ -256,6 +256,8 @@ def _make_loader(
 ) -> DataLoader:
     generator = torch.Generator()
     generator.manual_seed(seed)
+    # Workers prefetch batches while the model computes; on CUDA the batches are also put in
+    # pinned memory so that the model's ``.to(device, non_blocking=True)`` overlaps the copy.
     return DataLoader(
         MapDataset(records, mapper),
         batch_sampler=batch_sampler,
@@ -263,6 +265,7 @@ def _make_loader(
         collate_fn=DropNoneCollator(),
         worker_init_fn=worker_init_reset_seed,
         generator=generator,
+        pin_memory=torch.cuda.is_available(),
     )
 
 

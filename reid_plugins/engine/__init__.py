@@ -1,6 +1,12 @@
 """Training engine: trainers, hooks, launching and command-line helpers."""
 
 from . import hooks  # noqa: F401
+from .config_setup import (  # noqa: F401
+    add_plugin_argument,
+    import_cfg_plugins,
+    load_plugins,
+    setup_cfg,
+)
 from .defaults import (  # noqa: F401
     TRAINER_REGISTRY,
     DefaultTrainer,

@@ -10,6 +10,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -23,12 +24,14 @@ from ..checkpoint import Checkpointer
 from ..modeling import build_model
 from ..modeling.backbone.build import check_pretrained_backbone
 from ..solver import build_grad_clipper, build_lr_scheduler, build_optimizer
+from ..solver.precision import model_device_type, resolve_amp_dtype, resolve_channels_last
 from ..utils import comm
 from ..utils.env import collect_env_info, local_process_count, seed_all_rng, set_deterministic
 from ..utils.errors import OutputDirError, TrainingInterrupted
 from ..utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from ..utils.logger import setup_logger
 from . import hooks
+from .config_setup import add_plugin_argument
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -94,6 +97,7 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
         default="auto",
         help="initialization URL for pytorch distributed backend, tcp://IP:PORT",
     )
+    add_plugin_argument(parser)
     parser.add_argument(
         "opts",
         default=None,
@@ -214,8 +218,10 @@ _SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 @contextmanager
 def stop_on_signals(trainer: "DefaultTrainer") -> Iterator[None]:
     """Within the block, SIGINT / SIGTERM ask ``trainer`` to stop after its current iteration
-    (``trainer._stop_signal``); a second signal interrupts at once (``KeyboardInterrupt``).
-    Only installed in the main thread; the previous handlers are restored on exit."""
+    (``trainer._stop_signal``); a second signal, or one during the evaluation after the last
+    iteration (``model_final.pth`` is saved by then), interrupts at once
+    (``KeyboardInterrupt``). Only installed in the main thread; the previous handlers are
+    restored on exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -223,6 +229,8 @@ def stop_on_signals(trainer: "DefaultTrainer") -> Iterator[None]:
     def handler(signum, frame):
         if trainer._stop_signal:
             raise KeyboardInterrupt(f"{_SIGNAL_NAMES.get(signum, signum)} received twice")
+        if trainer.iter >= trainer.max_iter:  # final evaluation: model_final.pth is saved
+            raise KeyboardInterrupt(f"{_SIGNAL_NAMES.get(signum, signum)} after training")
         trainer._stop_signal = signum
         logger.warning(
             "%s received: stopping after iteration %d and saving a checkpoint (send it again "
@@ -245,7 +253,13 @@ def create_ddp_model(model: torch.nn.Module, **kwargs) -> torch.nn.Module:
         return model
     if torch.cuda.is_available() and next(model.parameters()).is_cuda:
         kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    return DistributedDataParallel(model, **kwargs)
+    with warnings.catch_warnings():
+        # torch >= 2.10 deprecates broadcast_buffers but says to keep broadcast_buffers=False
+        # for rank-local buffers (memory banks) until its replacement exists.
+        warnings.filterwarnings(
+            "ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning
+        )
+        return DistributedDataParallel(model, **kwargs)
 
 
 class DefaultTrainer(TrainerBase):
@@ -286,14 +300,28 @@ class DefaultTrainer(TrainerBase):
         self.register_hooks(self.build_hooks())
 
     # ------------------------------------------------------------------ building blocks
+    #: Whether ``run_step`` supports mixed precision; ``SOLVER.AMP.ENABLED: auto`` resolves
+    #: to float32 for trainers that set this to False.
+    SUPPORTS_AMP = True
+
+    @classmethod
+    def amp_dtype(cls, cfg, device_type: str) -> Optional[torch.dtype]:
+        """The training autocast dtype (None = float32) from ``SOLVER.AMP``."""
+        a = cfg.SOLVER.AMP
+        return resolve_amp_dtype(a.ENABLED, a.DTYPE, device_type, supported=cls.SUPPORTS_AMP)
+
     @classmethod
     def build_model(cls, cfg, num_pids_per_domain: Optional[List[int]] = None) -> torch.nn.Module:
-        """``build_model(cfg, num_pids_per_domain)``; logs the model.
+        """``build_model(cfg, num_pids_per_domain)``, channels-last per ``MODEL.CHANNELS_LAST``;
+        logs the model.
 
         In training ``num_pids_per_domain`` is the training loader's attribute of that name
         (identities of each ``DATASETS.TRAIN`` set); without it (``--eval-only``, a loader
         that does not say) the model is built for inference."""
         model = build_model(cfg, num_pids_per_domain)
+        amp = cls.amp_dtype(cfg, model_device_type(model))
+        if resolve_channels_last(cfg.MODEL.CHANNELS_LAST, amp):
+            model = model.to(memory_format=torch.channels_last)
         logger.info("Model:\n%s", model)
         return model
 
@@ -331,12 +359,15 @@ class DefaultTrainer(TrainerBase):
 
     def build_step_trainer(self, cfg, model, data_loader, optimizer) -> SimpleTrainer:
         """The object whose ``run_step`` performs one iteration: :class:`SimpleTrainer`, or
-        :class:`AMPTrainer` with ``SOLVER.AMP.ENABLED``."""
+        :class:`AMPTrainer` when ``SOLVER.AMP`` resolves to mixed precision; the model is
+        wrapped in ``torch.compile`` with ``SOLVER.COMPILE``."""
         clipper = build_grad_clipper(cfg)
-        if cfg.SOLVER.AMP.ENABLED:
-            return AMPTrainer(
-                model, data_loader, optimizer, grad_clipper=clipper, dtype=cfg.SOLVER.AMP.DTYPE
-            )
+        amp = self.amp_dtype(cfg, model_device_type(model))
+        if cfg.SOLVER.COMPILE:
+            model = torch.compile(model)
+        logger.info("Training precision: %s", "float32" if amp is None else f"{amp} autocast")
+        if amp is not None:
+            return AMPTrainer(model, data_loader, optimizer, grad_clipper=clipper, dtype=amp)
         return SimpleTrainer(model, data_loader, optimizer, grad_clipper=clipper)
 
     def build_hooks(self) -> List[hooks.HookBase]:
@@ -355,9 +386,9 @@ class DefaultTrainer(TrainerBase):
                 else None
             ),
         ]
-        memory_hook = self.build_memory_init_hook()
-        if memory_hook is not None:
-            ret.insert(1, memory_hook)
+        data_init_hook = self.build_data_init_hook()
+        if data_init_hook is not None:
+            ret.insert(1, data_init_hook)
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -371,10 +402,12 @@ class DefaultTrainer(TrainerBase):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.LOG_PERIOD))
         return [h for h in ret if h is not None]
 
-    def build_memory_init_hook(self) -> Optional[hooks.HookBase]:
-        """A :class:`~hooks.MemoryInitHook` when the model has a memory loss, else None."""
+    def build_data_init_hook(self) -> Optional[hooks.HookBase]:
+        """A :class:`~hooks.DataInitHook` when the model initialises state from its training
+        data (``initialize_from_data``), else None. The trainer supplies one evaluation-
+        transform loader per training domain."""
         model = self.model_without_ddp
-        if getattr(model, "memory_loss", None) is None:
+        if not callable(getattr(model, "initialize_from_data", None)):
             return None
         cfg = self.cfg
 
@@ -388,7 +421,7 @@ class DefaultTrainer(TrainerBase):
             ]
             return [build_feature_extraction_loader(recs, cfg) for recs in per_domain]
 
-        return hooks.MemoryInitHook(model, loaders)
+        return hooks.DataInitHook(model, loaders)
 
     def build_writers(self) -> List:
         return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
@@ -487,7 +520,9 @@ class DefaultTrainer(TrainerBase):
                 evaluator = cls.build_evaluator(
                     cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference", name)
                 )
-            return inference_on_dataset(model, loader, evaluator, desc=f"eval {name}")
+            return inference_on_dataset(
+                model, loader, evaluator, desc=f"eval {name}", amp=cfg.TEST.AMP.ENABLED
+            )
 
         return cls.evaluate_test_sets(cfg, evaluators, evaluate)
 

@@ -23,7 +23,7 @@ __all__ = [
     "EvalHook",
     "PeriodicWriter",
     "PreciseBN",
-    "MemoryInitHook",
+    "DataInitHook",
 ]
 
 logger = logging.getLogger(__name__)
@@ -282,17 +282,18 @@ class PreciseBN(HookBase):
             update_bn_stats(self._model, data_loader(), self._num_iter)
 
 
-class MemoryInitHook(HookBase):
-    """Initialises per-domain memories by feature extraction before the first iteration.
+class DataInitHook(HookBase):
+    """Before the first iteration, lets the model initialise state from its training data.
 
-    Skipped when every domain's memory is already initialised (e.g. restored by
-    ``--resume``; the memories and their ``initialized`` flags are checkpointed buffers).
+    Calls ``model.initialize_from_data(loaders_fn)`` (e.g. :class:`ReIDBaseline` and M3L fill
+    their per-domain memories by feature extraction, and skip it when a resumed checkpoint
+    restored them). The trainer only supplies the data; what to initialise, and whether, is
+    the model's business.
 
     Args:
-        model: a model with a ``memory_loss`` (:class:`MemoryBank`) and
-            ``memory_features(batch) -> (N, d)``.
-        loaders_fn: zero-argument function returning one finite loader per domain (built
-            lazily, only when initialisation is needed).
+        model: a model with ``initialize_from_data(loaders_fn)``.
+        loaders_fn: zero-argument function returning one finite loader per training domain
+            (evaluation transforms), built lazily by the model only when it needs them.
     """
 
     def __init__(self, model: torch.nn.Module, loaders_fn: Callable[[], List[Iterable]]) -> None:
@@ -300,13 +301,4 @@ class MemoryInitHook(HookBase):
         self._loaders_fn = loaders_fn
 
     def before_train(self) -> None:
-        from ..evaluation.evaluator import inference_context
-        from ..modeling.losses import extract_and_initialize
-
-        memory = self._model.memory_loss
-        if all(memory.is_initialized(d) for d in range(memory.num_domains)):
-            logger.info("Memories already initialised (resumed); skipping feature extraction")
-            return
-        logger.info("Initialising %d domain memories by feature extraction", memory.num_domains)
-        with inference_context(self._model), torch.no_grad():
-            extract_and_initialize(memory, self._model.memory_features, self._loaders_fn())
+        self._model.initialize_from_data(self._loaders_fn)

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from datetime import timedelta
 from typing import Callable, Tuple
 
@@ -136,6 +137,12 @@ def _join_workers(context) -> None:
     if is_main_thread:
         old = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
         old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # torch logs "Terminating process ... via signal SIGTERM" when it ends the other workers
+    # after one failed; after a one-line report that is noise (kept with --debug).
+    spawn_logger = logging.getLogger("torch.multiprocessing.spawn")
+    old_level = spawn_logger.level
+    if not debug_enabled():
+        spawn_logger.setLevel(logging.ERROR)
     try:
         while not context.join():
             pass
@@ -144,12 +151,27 @@ def _join_workers(context) -> None:
             raise SystemExit(e.exit_code) from None
         raise
     finally:
+        spawn_logger.setLevel(old_level)
         for s, h in old.items():
             signal.signal(s, h)
 
 
+_OTHER_RANKS_REPORT_DELAY_S = 5.0
 # Exit statuses of workers that already printed their one-line report.
 _REPORTED_EXIT_CODES = (USER_ERROR_EXIT, 128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
+def _exit_now(code: int) -> None:
+    """End a worker after a reported user error. The interpreter's normal exit would wait in
+    the process group's C++ teardown for the other ranks; this flushes the logs, runs
+    multiprocessing's finalizers (so no semaphore is reported as leaked) and exits at once."""
+    import multiprocessing.util
+
+    logging.shutdown()
+    multiprocessing.util._run_finalizers()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _distributed_worker(
@@ -190,15 +212,31 @@ def _distributed_worker(
         timeout=timeout,
     )
     comm.synchronize()
+    teardown = True
     try:
         main_func(*args)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once (torch's wrapper would exit 0)
+        if debug_enabled():
+            raise
+        if global_rank == 0:
+            sys.stderr.write("Interrupted.\n")
+        _exit_now(128 + signal.SIGINT)
     except Exception as e:  # noqa: BLE001 - user errors: one line; anything else propagates
         if debug_enabled() or not is_user_error(e):
             raise
-        # Every rank stops on an interrupt: one report (rank 0) is enough.
-        if global_rank == 0 or not isinstance(e, TrainingInterrupted):
-            report_user_error(e, prefix=f"[rank {global_rank}] " if global_rank else "")
-        sys.exit(exit_code(e))
+        teardown = False
+        code = exit_code(e)
+        # Usually every rank meets the same mistake: rank 0 reports at once; the others wait
+        # a moment, in which the launcher ends them (SIGTERM, turned into a clean exit here)
+        # once rank 0 has exited, and report only if still alive (a mistake only they met).
+        # All ranks stop on an interrupt: rank 0's report is enough.
+        if global_rank != 0:
+            if isinstance(e, TrainingInterrupted):
+                _exit_now(code)
+            signal.signal(signal.SIGTERM, lambda *_: _exit_now(code))
+            time.sleep(_OTHER_RANKS_REPORT_DELAY_S)
+        report_user_error(e, prefix=f"[rank {global_rank}] " if global_rank else "")
+        _exit_now(code)
     finally:
-        if dist.is_initialized():
+        if teardown and dist.is_initialized():
             dist.destroy_process_group()

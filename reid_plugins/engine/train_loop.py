@@ -6,12 +6,13 @@ import logging
 import random
 import time
 import weakref
-from typing import Callable, Iterable, List, Mapping, Optional
+from typing import Callable, Iterable, List, Mapping, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..solver.precision import AMP_DTYPES
 from ..utils import comm
 from ..utils.errors import is_user_error
 from ..utils.events import EventStorage, get_event_storage
@@ -296,10 +297,6 @@ class SimpleTrainer(TrainerBase):
         self.load_step_state_dict(state_dict)
 
 
-#: Values of ``SOLVER.AMP.DTYPE``.
-AMP_DTYPES = ("auto", "float16", "bfloat16")
-
-
 class AMPTrainer(SimpleTrainer):
     """:class:`SimpleTrainer` with automatic mixed precision (``SOLVER.AMP.ENABLED``).
 
@@ -311,7 +308,9 @@ class AMPTrainer(SimpleTrainer):
 
     Args:
         model, data_loader, optimizer, grad_clipper: as :class:`SimpleTrainer`.
-        dtype: ``"float16"``, ``"bfloat16"`` or ``"auto"`` (float16 on CUDA, bfloat16 on CPU).
+        dtype: ``"float16"``, ``"bfloat16"`` or ``"auto"`` (float16 on CUDA, bfloat16 on CPU),
+            or a ``torch.dtype`` (as resolved by
+            :func:`~reid_plugins.solver.precision.resolve_amp_dtype`).
         device_type: ``"cuda"`` or ``"cpu"``; default: where the model's parameters are.
     """
 
@@ -322,10 +321,14 @@ class AMPTrainer(SimpleTrainer):
         optimizer: torch.optim.Optimizer,
         grad_clipper: Optional[Callable] = None,
         *,
-        dtype: str = "auto",
+        dtype: Union[str, torch.dtype] = "auto",
         device_type: Optional[str] = None,
     ) -> None:
         super().__init__(model, data_loader, optimizer, grad_clipper=grad_clipper)
+        if isinstance(dtype, torch.dtype):
+            if dtype not in (torch.float16, torch.bfloat16):
+                raise ValueError(f"AMPTrainer: dtype must be float16 or bfloat16, got {dtype}")
+            dtype = str(dtype).replace("torch.", "")
         if dtype not in AMP_DTYPES:
             raise ValueError(f"SOLVER.AMP.DTYPE must be one of {AMP_DTYPES}, got {dtype!r}")
         if device_type is None:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..solver.precision import autocast, model_device_type, resolve_amp_dtype, to_float32
 from ..utils import comm
 
 __all__ = ["DatasetEvaluator", "DatasetEvaluators", "inference_on_dataset", "inference_context"]
@@ -83,10 +84,19 @@ def inference_on_dataset(
     evaluator: Union[DatasetEvaluator, List[DatasetEvaluator], None],
     *,
     desc: str = "inference",
+    amp: Union[bool, str, None] = False,
 ) -> Dict:
     """Run ``model`` on every batch of ``data_loader`` (eval mode, no grad) and evaluate.
 
     Shows a tqdm progress bar on the main process and logs throughput.
+
+    Args:
+        amp: mixed-precision inference (``TEST.AMP.ENABLED``): False (float32), True, or
+            ``"auto"`` / None (float16 on CUDA, bfloat16 on CPUs with native bfloat16). The
+            model's outputs are cast back to float32 before ``evaluator.process``.
+
+    ``torch.no_grad`` rather than ``inference_mode``: tensors a model caches during evaluation
+    (e.g. anchors) may later take part in training, which inference tensors cannot.
 
     Returns:
         The evaluator's result dict (``{}`` when ``evaluator`` is None).
@@ -99,7 +109,9 @@ def inference_on_dataset(
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
     start = time.perf_counter()
     n_inputs = 0
-    with inference_context(model), torch.no_grad():
+    device_type = model_device_type(model)
+    dtype = resolve_amp_dtype(amp, "auto", device_type, key="TEST.AMP")
+    with inference_context(model), torch.no_grad(), autocast(device_type, dtype):
         bar = tqdm(
             data_loader,
             total=total,
@@ -110,15 +122,18 @@ def inference_on_dataset(
         )
         for inputs in bar:
             outputs = model(inputs)
+            if dtype is not None:
+                outputs = to_float32(outputs)
             evaluator.process(inputs, outputs)
             n_inputs += len(inputs)
     elapsed = time.perf_counter() - start
     logger.info(
-        "%s: %d inputs in %.1fs (%.1f inputs/s per process)",
+        "%s: %d inputs in %.1fs (%.1f inputs/s per process, %s)",
         desc,
         n_inputs,
         elapsed,
         n_inputs / max(elapsed, 1e-9),
+        "float32" if dtype is None else f"{dtype} autocast",
     )
     results = evaluator.evaluate()
     return results if results is not None else {}

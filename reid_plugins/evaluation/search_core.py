@@ -347,7 +347,9 @@ def _sims_by_image(
     nz = np.flatnonzero(pair_cnt)
     order = nz[np.argsort(pair_img[nz], kind="stable")]
     img = pair_img[order]
-    cut = np.r_[0, np.flatnonzero(np.diff(img)) + 1, img.size] if img.size else np.zeros(1, int)
+    if img.size == 0:
+        return flat, bounds
+    cut = np.r_[0, np.flatnonzero(np.diff(img)) + 1, img.size]
     rows = np.arange(int(gallery.counts.max()) if gallery.counts.size else 0)[:, None]
     for a, e in zip(cut[:-1], cut[1:]):
         g = img[a]

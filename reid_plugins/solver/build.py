@@ -8,7 +8,12 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "get_default_optimizer_params", "build_grad_clipper"]
+__all__ = [
+    "build_optimizer",
+    "get_default_optimizer_params",
+    "reduce_param_groups",
+    "build_grad_clipper",
+]
 
 _NORM_TYPES = (
     nn.BatchNorm1d,
@@ -52,8 +57,44 @@ def get_default_optimizer_params(
     return groups
 
 
+def reduce_param_groups(groups: List[Dict]) -> List[Dict]:
+    """Merge param groups whose hyper-parameters are equal (first-appearance order), so that
+    foreach / fused optimizers update many tensors per kernel instead of one group each."""
+    merged: Dict[tuple, Dict] = {}
+    for g in groups:
+        key = tuple(sorted((k, v) for k, v in g.items() if k != "params"))
+        if key in merged:
+            merged[key]["params"].extend(g["params"])
+        else:
+            merged[key] = {**g, "params": list(g["params"])}
+    return list(merged.values())
+
+
+def _fused_kwargs(params: List[Dict], enabled: bool) -> Dict:
+    """``{"fused": True}`` where torch has a fused kernel for every parameter's device
+    (CUDA, and CPU since torch 2.4), ``{"foreach": True}`` on other devices that support it,
+    ``{}`` when ``enabled`` is False (torch's default implementation)."""
+    if not enabled:
+        return {}
+    devices = {p.device.type for g in params for p in g["params"]}
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        fused_ok = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # older or newer torch without the helper: foreach is always safe
+        fused_ok = set()
+    floating = all(p.is_floating_point() for g in params for p in g["params"])
+    if devices and devices <= fused_ok and floating:
+        return {"fused": True}
+    return {"foreach": True}
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     """SGD or Adam from ``cfg.SOLVER``.
+
+    Parameters with equal learning rate and weight decay share one param group; with
+    ``SOLVER.FUSED`` the optimizer runs torch's fused kernel (or its foreach implementation
+    on devices without one).
 
     Raises:
         ValueError: unknown SOLVER.OPTIMIZER, or the model has no trainable parameter.
@@ -69,11 +110,17 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     )
     if not params:
         raise ValueError("The model has no trainable parameters")
+    params = reduce_param_groups(params)
     name = s.OPTIMIZER
+    if name not in ("SGD", "Adam"):
+        raise ValueError(f"Unknown SOLVER.OPTIMIZER '{name}' (use 'SGD' or 'Adam')")
+    kwargs = _fused_kwargs(params, bool(s.FUSED))
     if name == "SGD":
-        return torch.optim.SGD(params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV)
+        return torch.optim.SGD(
+            params, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV, **kwargs
+        )
     if name == "Adam":
-        return torch.optim.Adam(params, lr=s.BASE_LR)
+        return torch.optim.Adam(params, lr=s.BASE_LR, **kwargs)
     raise ValueError(f"Unknown SOLVER.OPTIMIZER '{name}' (use 'SGD' or 'Adam')")
 
 

@@ -27,9 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: Environment variables set by :func:`setup_environment` unless the user set them.
 #: ``OMP_WAIT_POLICY=PASSIVE``: idle OpenMP threads sleep instead of spinning. On a CPU shared
-#: with other jobs, spinning threads take the cores that the working threads need (measured:
-#: a training step 2.3-2.6x slower with libgomp's default); on a dedicated machine the
-#: difference is small. Export ``OMP_WAIT_POLICY=ACTIVE`` to get the spinning behaviour back.
+#: with other jobs, spinning threads take the cores that the working threads need; on a
+#: dedicated machine the difference is small. Export ``OMP_WAIT_POLICY=ACTIVE`` to get the
+#: spinning behaviour back.
 ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 

@@ -10,10 +10,11 @@ import os
 import pytest
 from torch import nn
 
-from reid_plugins.config import ConfigError, add_all_configs, get_cfg
+from reid_plugins.config import add_all_configs, get_cfg
 from reid_plugins.modeling import META_ARCH_REGISTRY
 from reid_plugins.modeling.backbone import build_backbone
-from reid_plugins.modeling.backbone.build import check_pretrained_backbone
+from reid_plugins.modeling.backbone.build import RandomBackboneError, check_pretrained_backbone
+from reid_plugins.utils.errors import UserError, one_line
 from tests._testing import ToyClassifier, ToyTrainer, toy_trainer_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,20 +45,23 @@ def test_real_configs_need_weights_synthetic_ones_train_from_scratch(path):
     else:
         assert cfg.MODEL.BACKBONE.FROM_SCRATCH is False
         assert cfg.MODEL.BACKBONE.PRETRAIN_PATH == ""  # shipped without a local path
-        with pytest.raises(ConfigError, match=r"^MODEL\.BACKBONE\.PRETRAIN_PATH is empty"):
+        with pytest.raises(RandomBackboneError, match=r"^MODEL\.BACKBONE\.PRETRAIN_PATH is empty"):
             check_pretrained_backbone(cfg)
 
 
 def test_message_names_key_and_where_to_get_weights():
     cfg = add_all_configs(get_cfg())
-    with pytest.raises(ConfigError) as e:
+    with pytest.raises(RandomBackboneError) as e:
         check_pretrained_backbone(cfg)
     msg = str(e.value)
     assert "\n" not in msg
+    assert isinstance(e.value, UserError) and one_line(e.value) == msg  # the CLI's line
     assert "torchvision's ResNet50_Weights.IMAGENET1K_V1 file (resnet50-0676ba61.pth)" in msg
     assert "MODEL.BACKBONE.FROM_SCRATCH True" in msg
     cfg.MODEL.BACKBONE.WITH_IBN = True
-    with pytest.raises(ConfigError, match=r"IBN-Net release .*resnet50_ibn_a-d9d0bb7b\.pth"):
+    with pytest.raises(
+        RandomBackboneError, match=r"IBN-Net release .*resnet50_ibn_a-d9d0bb7b\.pth"
+    ):
         check_pretrained_backbone(cfg)
 
 
@@ -100,7 +104,7 @@ def toy_backbone_cfg(tmp_path):
 
 def test_trainer_refuses_random_backbone_but_evaluation_build_does_not(toy_backbone_cfg):
     cfg = toy_backbone_cfg
-    with pytest.raises(ConfigError, match="MODEL.BACKBONE.FROM_SCRATCH True"):
+    with pytest.raises(RandomBackboneError, match="MODEL.BACKBONE.FROM_SCRATCH True"):
         ToyTrainer(cfg)
     # --eval-only builds the model through the trainer class without constructing a trainer
     assert isinstance(ToyTrainer.build_model(cfg), nn.Module)

@@ -119,8 +119,8 @@ def test_prw_without_data_names_the_file_readme_and_tool(root):
         DatasetCatalog.get("prw_train")
     assert str(e.value) == (
         f"Dataset 'prw_train': expected annotation file '{root / 'prw' / 'frame_train.mat'}' "
-        "does not exist. See datasets/README.md (PRW); check with: python "
-        "tools/check_dataset.py prw_train"
+        f"does not exist (datasets are read under $REID_DATASETS, now '{root}'). See "
+        "datasets/README.md (PRW); check with: python tools/check_dataset.py prw_train"
     )
 
 
@@ -186,3 +186,24 @@ def test_readme_has_a_section_for_every_dataset_family():
         headings = re.findall(r"^#+ (.*)$", f.read(), flags=re.M)
     for source in SOURCES:
         assert any(source.title in h for h in headings), source.title
+
+
+def test_cuhk03_np_filelist_entry_naming_a_missing_image(root):
+    from tests.data.test_reid_datasets import _cuhk03_mat, _np_config
+
+    _cuhk03_mat(root / "cuhk03" / "cuhk03_release" / "cuhk-03.mat")
+    _np_config(root, "detected")
+    config = root / "cuhk03" / "cuhk03_new_protocol_config_detected.mat"
+    DatasetCatalog.get("cuhk03_np_detected_train")  # extracts the images
+    gone = root / "cuhk03" / "images_extracted" / "detected" / "2_001_1_01.png"
+    os.remove(gone)
+    DatasetCatalog.clear_cache()
+    with pytest.raises(MissingDatasetFileError) as e:
+        DatasetCatalog.get("cuhk03_np_detected_train")
+    msg = str(e.value)
+    # 2_001_1_01.png is the third filelist entry (1-based, as the .mat indices)
+    assert f"{config} (filelist entry):3: listed image '{gone}' does not exist" in msg
+    assert "(1 of 4 listed images are missing)" in msg
+    assert msg.endswith(
+        "See datasets/README.md (CUHK03); check with: python tools/check_dataset.py cuhk03_np_detected_train"
+    )

@@ -140,6 +140,13 @@ def test_low_score_detections_dropped_but_image_counts_in_recall():
     assert run(gallery, [("a.jpg", GT), ("b.jpg", GT)], det_thresh=0.3)["mAP"] == pytest.approx(1.0)
 
 
+def test_no_detection_survives_the_threshold():
+    gallery = {f"{k}.jpg": img(([0, 0, 10, 20], 0.2, vec(0.9))) for k in range(3)}
+    lists = [[("1.jpg", [0, 0, 10, 20]), ("2.jpg", None)]]
+    res = search_cuhk_sysu(Q[None], ["0.jpg"], gallery, lists)
+    assert res["mAP"] == 0.0 and res["top-1"] == 0.0 and res["records"][0]["num_gt"] == 1
+
+
 def test_query_image_never_in_its_gallery():
     gallery = {
         "q.jpg": img((GT, 0.9, vec(1.0))),  # the query itself

@@ -113,3 +113,31 @@ def test_ghost_bn_normalises_groups_separately():
     assert torch.allclose(
         GhostBatchNorm1d(3, split=0).train()(x).mean(0), torch.zeros(3), atol=1e-5
     )
+
+
+def test_initialize_from_data_fills_memories_once_and_keeps_the_mode():
+    """The model owns its memory initialisation: normalised per-identity mean of L2-normalised
+    eval-mode features,
+    loaders built only when needed, skipped when the memories are already set (resume)."""
+    model = _model(memory=True, ce=False).train()
+    calls = []
+
+    def loaders():
+        calls.append(1)
+        return [[_batch(0)], [_batch(1)]]
+
+    model.initialize_from_data(loaders)
+    assert model.training and len(calls) == 1
+    mem = model.memory_loss
+    model.eval()
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(model.memory_features(_batch(0)), dim=1)
+    pids = torch.tensor([r["domain_pid"] for r in _batch(0)])
+    want = torch.nn.functional.normalize(
+        torch.stack([feats[pids == p].mean(0) for p in range(4)]), dim=1
+    )
+    torch.testing.assert_close(mem.get_memory(0), want, rtol=1e-4, atol=1e-5)
+    model.initialize_from_data(loaders)  # already initialised (e.g. resumed): no extraction
+    assert len(calls) == 1
+    _model(memory=False).initialize_from_data(loaders)  # nothing to initialise
+    assert len(calls) == 1

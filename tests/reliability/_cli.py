@@ -24,7 +24,7 @@ TINY_CONFIG = {
     "MODEL": {
         "META_ARCHITECTURE": "ReIDBaseline",
         "DEVICE": "cpu",
-        "BACKBONE": {"DEPTH": 18, "BASE_WIDTH": 4, "LAST_STRIDE": 1},
+        "BACKBONE": {"DEPTH": 18, "BASE_WIDTH": 4, "LAST_STRIDE": 1, "FROM_SCRATCH": True},
     },
     "INPUT": {"SIZE_TRAIN": [32, 16], "SIZE_TEST": [32, 16]},
     "DATASETS": {"TRAIN": ["synthetic_reid_synA_train"], "TEST": ["synthetic_reid_synA_test"]},

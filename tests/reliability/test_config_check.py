@@ -8,7 +8,7 @@ import os
 import pytest
 
 from reid_plugins.config import ConfigError, add_all_configs, get_cfg
-from reid_plugins.config.config import check_config
+from reid_plugins.engine.config_check import check_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SYNTHETIC_DG = os.path.join(REPO, "projects", "baseline", "synthetic_dg.yaml")
@@ -24,7 +24,7 @@ def _cfg(path=SYNTHETIC_DG, opts=()):
 def test_steps_beyond_max_iter_are_dropped_with_a_warning(caplog):
     """``synthetic_dg.yaml SOLVER.MAX_ITER 20`` (STEPS [180]) is a valid smoke test."""
     cfg = _cfg(opts=["SOLVER.MAX_ITER", "20"])
-    with caplog.at_level(logging.WARNING, logger="reid_plugins.config.config"):
+    with caplog.at_level(logging.WARNING, logger="reid_plugins.engine.config_check"):
         check_config(cfg, SYNTHETIC_DG)
     assert list(cfg.SOLVER.STEPS) == []
     assert any("SOLVER.STEPS [180]" in r.getMessage() and "MAX_ITER=20" in r.getMessage()

@@ -38,6 +38,8 @@ class DatasetError(UserError):
 class MissingDatasetFileError(DatasetError, DatasetNotFoundError):
     """A file or folder the dataset needs does not exist (the message names the path)."""
 
+    hint = ""  # the message says where to look (see dataset_error)
+
     def __init__(self, message: str):
         # FileNotFoundError(msg) alone keeps ``str(e) == msg`` (no errno formatting).
         super().__init__(message)
@@ -48,6 +50,8 @@ class MissingDatasetFileError(DatasetError, DatasetNotFoundError):
 
 class DatasetFormatError(DatasetError, MalformedDatasetError):
     """A dataset file exists but cannot be parsed (the message names file and line)."""
+
+    hint = ""  # the message says where to look (see dataset_error)
 
     def __reduce__(self):
         return (type(self), (str(self),))
@@ -64,14 +68,20 @@ def dataset_error(err: BaseException, dataset_name: str, section: str = "") -> D
 
     Missing files (``FileNotFoundError``, including :class:`MissingDatasetFileError`) become
     :class:`MissingDatasetFileError`, everything else :class:`DatasetFormatError`; the message
-    is prefixed with the dataset's name (unless already there) and ends with
-    :func:`check_hint` (unless already there). Newlines are folded into one line.
+    is prefixed with the dataset's name (unless already there), a missing file's message names
+    the datasets root (``$REID_DATASETS``) and the message ends with :func:`check_hint`
+    (unless already there). Newlines are folded into one line.
     """
+    from ..catalog import dataset_root
+
     text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
     msg = " ".join(str(text).split())
     if not msg.startswith("Dataset '"):
         msg = f"Dataset '{dataset_name}': {msg}"
+    missing = isinstance(err, FileNotFoundError)
+    if missing and "$REID_DATASETS" not in msg:
+        msg = f"{msg.rstrip('.')} (datasets are read under $REID_DATASETS, now '{dataset_root()}')"
     if "tools/check_dataset.py" not in msg:
         msg = f"{msg.rstrip('.')}. {check_hint(dataset_name, section)}"
-    cls = MissingDatasetFileError if isinstance(err, FileNotFoundError) else DatasetFormatError
+    cls = MissingDatasetFileError if missing else DatasetFormatError
     return cls(msg)

@@ -61,8 +61,16 @@ def _m3l_node() -> CN:
     # Weight decay folded into the inner gradient; < 0 = the outer optimiser's value for each
     # parameter group (SOLVER.WEIGHT_DECAY / WEIGHT_DECAY_NORM).
     m.INNER_WEIGHT_DECAY = -1.0
+    # How L_mte(theta') reaches theta in the outer gradient. "authors" = the authors' released
+    # code (the code behind Table 2): theta' = stopgrad(theta) - alpha * step(g(theta)), built
+    # on a detached copy of theta, so L_mte reaches theta only through the inner gradient g,
+    # i.e. only the second-order term (the paper's "high-order gradient" remark). "full" =
+    # theta' built from theta itself: the first-order term dL_mte/dtheta' as well.
+    m.OUTER_GRADIENT = "authors"
     # True = first-order approximation (theta' built from detached gradients, no second-order
-    # terms; cheaper, NOT the paper's method). False = full second-order meta-gradient.
+    # terms; cheaper, NOT the paper's method): L_mte's gradient at theta' is applied to theta
+    # (OUTER_GRADIENT is then ignored: with the authors' detached theta' nothing would be left).
+    # False = second-order meta-gradient.
     m.FIRST_ORDER = False
     # When/how the memories are momentum-updated (Eq. 2), always after the optimiser step:
     # "forward" = from a new no-grad forward of the updated model on the iteration's batches of
@@ -71,13 +79,23 @@ def _m3l_node() -> CN:
     # iteration's own forward passes (meta-train: theta; meta-test: theta', plain BN of the
     # un-mixed feature), which saves one forward pass per domain.
     m.MEMORY_UPDATE = "forward"
-    # MetaBN mixing coefficient lambda ~ Beta(a, b) (Eq. 6; paper: Beta(1, 1)), drawn once per
-    # meta-train domain distribution in each meta-test pass.
+    # Momentum-update rule of the memories (Eq. 2). "sequential" = the authors' code: sample by
+    # sample in batch order, M[y] <- normalize(m M[y] + (1 - m) f) for each (f, y); "mean" =
+    # the paper's Eq. 2: M[k] <- normalize(m M[k] + (1 - m) mean_{f in B_k} f) per identity.
+    m.MEMORY_UPDATE_RULE = "sequential"
+    # MetaBN mixing coefficient lambda ~ Beta(a, b) (Eq. 6; paper: Beta(1, 1)).
     m.METABN_MIX_BETA = [1.0, 1.0]
-    # Scale of the Gaussian z ~ N(mu_i, s_i) of Eq. 5: "std" = sqrt of the saved batch
-    # variance (the meta-train domain's feature spread); "var" = the variance itself used as
-    # the scale, as the authors' code does (Normal(mean, var)).
-    m.METABN_SAMPLE_SCALE = "std"
+    # How many lambdas a meta-test pass draws: "shared" = one lambda for all N_S - 1 mixes (the
+    # authors' code); "per_domain" = one lambda per mixed meta-train distribution (Eq. 6 read
+    # per mix).
+    m.METABN_LAMBDA = "shared"
+    # Scale of the Gaussian z ~ N(mu_i, s_i) of Eq. 5: "var" = the saved batch variance itself
+    # used as the scale, as the authors' code does (Normal(mean, var)); "std" = its square root
+    # (the meta-train domain's feature spread, the paper's sigma_i).
+    m.METABN_SAMPLE_SCALE = "var"
+    # BNNeck (MetaBN) bias: True = trainable (the authors' code); False = frozen at 0 (the
+    # BNNeck of Luo et al., which the paper's model description follows).
+    m.NECK_BIAS_TRAINABLE = True
     return m
 
 

@@ -11,6 +11,9 @@ modes, switched by the owner (the ``M3L`` meta-architecture) through :meth:`set_
   ``z_j ~ N(mu_i, s_i)`` for each meta-test feature ``F_T[j]`` (Eq. 5), mix
   ``F_i = lam_i * F_T + (1 - lam_i) * Z_i`` with ``lam_i ~ Beta(a, b)`` (Eq. 6), and batch-normalise
   ``F_i`` with its *own* mean / biased variance and the shared affine ``gamma, beta`` (Eq. 7).
+  By default (the authors' code) one ``lam`` serves all mixes of a pass and the Gaussian's
+  scale ``s_i`` is the saved *variance*; ``lambda_mode="per_domain"`` and
+  ``sample_scale="std"`` give the paper's reading (one ``lam_i`` per mix, ``s_i = sigma_i``).
   Returns a ``(K, N, C)`` tensor, one normalised mix per saved domain. Running statistics are
   not updated in this mode.
 
@@ -34,9 +37,10 @@ from reid_plugins.modeling.heads.embedding_head import (
     GhostBatchNorm1d,
 )
 
-__all__ = ["MetaBatchNorm1d", "MetaBNHead", "METABN_MODES"]
+__all__ = ["MetaBatchNorm1d", "MetaBNHead", "METABN_MODES", "METABN_LAMBDA_MODES"]
 
 METABN_MODES = ("plain", "meta_train", "meta_test")
+METABN_LAMBDA_MODES = ("shared", "per_domain")
 
 # (mean, std) of a meta-train group and the number of samples -> (n, C) samples.
 ZSampler = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -49,8 +53,10 @@ class MetaBatchNorm1d(GhostBatchNorm1d):
         num_features: channels ``C``.
         split: ghost-BN group size (0 = whole batch).
         mix_beta: ``(a, b)`` of the Beta distribution of ``lam`` (paper: ``(1, 1)``).
-        sample_scale: ``"std"`` (``s_i = sqrt(var_i)``) or ``"var"`` (``s_i = var_i``, the
-            authors' code).
+        sample_scale: ``"var"`` (``s_i = var_i``, the authors' code) or ``"std"``
+            (``s_i = sqrt(var_i)``, the paper's sigma).
+        lambda_mode: ``"shared"`` (one ``lam`` for all mixes of a meta-test pass, the authors'
+            code) or ``"per_domain"`` (one ``lam`` per mix).
         lam_sampler: optional ``fn() -> float`` replacing the Beta draw (tests).
         z_sampler: optional ``fn(mean, scale, n) -> (n, C) tensor`` replacing the Gaussian
             draw (tests).
@@ -66,7 +72,8 @@ class MetaBatchNorm1d(GhostBatchNorm1d):
         num_features: int,
         split: int = 0,
         mix_beta: Sequence[float] = (1.0, 1.0),
-        sample_scale: str = "std",
+        sample_scale: str = "var",
+        lambda_mode: str = "shared",
         lam_sampler: Optional[Callable[[], float]] = None,
         z_sampler: Optional[ZSampler] = None,
         eps: float = 1e-5,
@@ -78,6 +85,11 @@ class MetaBatchNorm1d(GhostBatchNorm1d):
                 "MetaBatchNorm1d: sample_scale (MODEL.M3L.METABN_SAMPLE_SCALE) must be 'std' "
                 f"or 'var', got {sample_scale!r}"
             )
+        if lambda_mode not in METABN_LAMBDA_MODES:
+            raise ValueError(
+                "MetaBatchNorm1d: lambda_mode (MODEL.M3L.METABN_LAMBDA) must be one of "
+                f"{METABN_LAMBDA_MODES}, got {lambda_mode!r}"
+            )
         mix_beta = [float(v) for v in mix_beta]
         if len(mix_beta) != 2 or min(mix_beta) <= 0:
             raise ValueError(
@@ -86,6 +98,7 @@ class MetaBatchNorm1d(GhostBatchNorm1d):
             )
         self.mix_beta = tuple(mix_beta)
         self.sample_scale = sample_scale
+        self.lambda_mode = lambda_mode
         self.lam_sampler = lam_sampler
         self.z_sampler = z_sampler
         self.mode = "plain"
@@ -153,8 +166,10 @@ class MetaBatchNorm1d(GhostBatchNorm1d):
             )
         groups = self._groups(x)
         mixes = []
+        lam = self.sample_lambda() if self.lambda_mode == "shared" else None
         for stats in self.saved_stats:
-            lam = self.sample_lambda()
+            if self.lambda_mode == "per_domain":
+                lam = self.sample_lambda()
             parts = []
             for g_idx, g in enumerate(groups):
                 mean, var = stats[g_idx % len(stats)]
@@ -170,6 +185,7 @@ class MetaBatchNorm1d(GhostBatchNorm1d):
         return (
             super().extra_repr()
             + f", split={self.split}, mix_beta={self.mix_beta}, sample_scale={self.sample_scale}"
+            + f", lambda_mode={self.lambda_mode}"
         )
 
 
@@ -178,12 +194,14 @@ class MetaBNHead(EmbeddingHead):
     """:class:`EmbeddingHead` whose BNNeck is a :class:`MetaBatchNorm1d` (M3L).
 
     Same outputs as :class:`EmbeddingHead`; in the MetaBN meta-test mode ``"post_bn"`` is
-    ``(K, N, C)`` (one normalised mix per saved meta-train domain). The neck's bias is frozen
-    at 0 and its weight initialised to 1, as in the BNNeck.
+    ``(K, N, C)`` (one normalised mix per saved meta-train domain). The neck's weight is
+    initialised to 1 and its bias to 0; the bias is trainable as in the authors' code
+    (``bias_trainable=False``: frozen, as in the BNNeck).
 
     Args:
         feat_dim, num_classes, pool, bn_split, cls_layer: see :class:`EmbeddingHead`.
-        mix_beta, sample_scale: see :class:`MetaBatchNorm1d`.
+        mix_beta, sample_scale, lambda_mode: see :class:`MetaBatchNorm1d`.
+        bias_trainable: the neck's bias is a trained parameter (``MODEL.M3L.NECK_BIAS_TRAINABLE``).
     """
 
     def __init__(
@@ -195,7 +213,9 @@ class MetaBNHead(EmbeddingHead):
         bn_split: int = 0,
         cls_layer: str = "none",
         mix_beta: Sequence[float] = (1.0, 1.0),
-        sample_scale: str = "std",
+        sample_scale: str = "var",
+        lambda_mode: str = "shared",
+        bias_trainable: bool = True,
     ) -> None:
         super().__init__(
             feat_dim=feat_dim,
@@ -206,16 +226,21 @@ class MetaBNHead(EmbeddingHead):
             cls_layer=cls_layer,
         )
         self.bottleneck = MetaBatchNorm1d(
-            num_features=feat_dim, split=bn_split, mix_beta=mix_beta, sample_scale=sample_scale
+            num_features=feat_dim,
+            split=bn_split,
+            mix_beta=mix_beta,
+            sample_scale=sample_scale,
+            lambda_mode=lambda_mode,
         )
-        self.bottleneck.bias.requires_grad_(False)
+        self.bottleneck.bias.requires_grad_(bool(bias_trainable))
         nn.init.ones_(self.bottleneck.weight)
         nn.init.zeros_(self.bottleneck.bias)
 
     @classmethod
     def from_config(cls, cfg, *, feat_dim: int, num_classes: int) -> "MetaBNHead":
         """``MODEL.HEADS.{POOL, BN_SPLIT, CLS_LAYER}`` and
-        ``MODEL.M3L.{METABN_MIX_BETA, METABN_SAMPLE_SCALE}``."""
+        ``MODEL.M3L.{METABN_MIX_BETA, METABN_SAMPLE_SCALE, METABN_LAMBDA, NECK_BIAS_TRAINABLE}``.
+        """
         if "M3L" not in cfg.MODEL:
             raise KeyError(
                 "MetaBNHead needs cfg.MODEL.M3L: call reid_plugins.config.add_m3l_config(cfg) "
@@ -235,4 +260,6 @@ class MetaBNHead(EmbeddingHead):
             cls_layer=h.CLS_LAYER,
             mix_beta=m.METABN_MIX_BETA,
             sample_scale=m.METABN_SAMPLE_SCALE,
+            lambda_mode=m.METABN_LAMBDA,
+            bias_trainable=m.NECK_BIAS_TRAINABLE,
         )

@@ -27,6 +27,7 @@ from reid_plugins.modeling.losses import CrossEntropyLoss, MemoryLoss, TripletLo
 from reid_plugins.modeling.meta_arch.baseline import Batch, ReIDBaseline
 from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY
 
+from .memory import M3LMemoryLoss
 from .metabn import MetaBatchNorm1d
 
 __all__ = ["M3L", "preserve_norm_running_stats", "M3L_CLASSIFIERS", "M3L_LOSSES", "M3L_STAGES"]
@@ -196,7 +197,7 @@ class M3L(ReIDBaseline):
             use_id = False  # inference model: no identity classifier / memory
         memory = ce = None
         if use_id and m.CLASSIFIER == "memory":
-            memory = MemoryLoss.from_config(
+            memory = M3LMemoryLoss.from_config(
                 cfg, num_pids_per_domain=pids_per_domain, feat_dim=feat_dim
             )
         elif use_id:

@@ -14,7 +14,11 @@ One iteration of :class:`MetaStepTrainer` (Zhao et al., CVPR 2021, Alg. 1, Eq. 1
 4. ``L_mte(theta')``: ``torch.func.functional_call`` of the model with theta' on the
    meta-test batch, ``"meta_test"`` stage (MetaBN mixing, Eq. 10);
 5. the real optimiser (Adam, lr beta) steps on ``d(L_mtr(theta) + L_mte(theta'))/dtheta``,
-   which contains the second-order terms through theta'(theta);
+   which contains the second-order terms through theta'(theta). ``outer_gradient="authors"``
+   (default, the authors' released code) builds theta' on a *detached* copy of theta,
+   ``theta' = sg(theta) - alpha * step(g(theta))``, so L_mte reaches theta only through ``g``
+   (the second-order term); ``"full"`` builds theta' from theta itself (the first-order term
+   ``dL_mte/dtheta'`` as well);
 6. the memories are momentum-updated (Eq. 2) after the step (``MODEL.M3L.MEMORY_UPDATE``).
 
 Numerical care: with ``sq_eps = 0``, ``sqrt(v) / sqrt(1 - b2)`` is computed as ``|g|``, so a
@@ -57,6 +61,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MEMORY_UPDATE_MODES = ("forward", "batch")
+OUTER_GRADIENTS = ("authors", "full")
 INNER_OPTIMIZERS = ("adam", "sgd")
 
 
@@ -166,7 +171,11 @@ class MetaStepTrainer(SimpleTrainer):
         inner_lr_follows_schedule: see above; False = constant ``inner_lr``.
         inner_betas, inner_eps, inner_sq_eps: see :func:`fresh_adam_step`.
         inner_weight_decay: L2 weight decay of the inner step; < 0 = each group's own.
-        first_order: drop the second-order terms (theta' built from a detached step).
+        outer_gradient: ``"authors"`` (theta' built on a detached copy of theta: L_mte
+            reaches theta only through the inner gradient) or ``"full"`` (theta' built from
+            theta: also the first-order term of L_mte). Ignored with ``first_order``.
+        first_order: drop the second-order terms (theta' built from a detached step; L_mte's
+            gradient at theta' is applied to theta).
         memory_update: ``"forward"`` (new no-grad forward of the updated model) or
             ``"batch"`` (features of the iteration's own forward passes).
         seed: seed of the meta-test domain draws (same on every process).
@@ -189,6 +198,7 @@ class MetaStepTrainer(SimpleTrainer):
         inner_sq_eps: float = 1e-8,
         inner_weight_decay: float = -1.0,
         first_order: bool = False,
+        outer_gradient: str = "authors",
         memory_update: str = "forward",
         seed: int = 0,
         grad_clipper: Optional[Callable] = None,
@@ -203,6 +213,11 @@ class MetaStepTrainer(SimpleTrainer):
             raise ValueError(
                 f"MODEL.M3L.MEMORY_UPDATE must be one of {MEMORY_UPDATE_MODES}, "
                 f"got {memory_update!r}"
+            )
+        if outer_gradient not in OUTER_GRADIENTS:
+            raise ValueError(
+                f"MODEL.M3L.OUTER_GRADIENT must be one of {OUTER_GRADIENTS}, "
+                f"got {outer_gradient!r}"
             )
         if inner_lr < 0 or base_lr <= 0:
             raise ValueError(
@@ -220,6 +235,7 @@ class MetaStepTrainer(SimpleTrainer):
         self.inner_sq_eps = float(inner_sq_eps)
         self.inner_weight_decay = float(inner_weight_decay)
         self.first_order = bool(first_order)
+        self.outer_gradient = outer_gradient
         self.memory_update = memory_update
         self.seed = int(seed)
         self.last_meta_test_domain: Optional[int] = None
@@ -253,6 +269,9 @@ class MetaStepTrainer(SimpleTrainer):
     ) -> Dict[str, torch.Tensor]:
         """theta' = one inner step on ``loss`` (graph kept unless ``first_order``)."""
         # The graph of ``loss`` is kept: the outer backward also goes through L_mtr(theta).
+        # (Back-propagating L_mte alone and adding these gradients detached saves nothing: the
+        # outer backward's pass through the meta-train forward graph serves both the
+        # first-order term of L_mtr and the Hessian-vector product; measured.)
         grads = torch.autograd.grad(
             loss,
             list(params),
@@ -261,9 +280,17 @@ class MetaStepTrainer(SimpleTrainer):
             allow_unused=True,
         )
         lrs, wds = self.inner_hparams(params)
+        # authors: theta' on a detached copy of theta (weight decay too, as their code adds
+        # wd * theta of the copy), so L_mte reaches theta only through the graph of ``grads``.
+        # Parameters L_mtr does not use (no inner gradient, e.g. the meta-test domain's
+        # fc_parallel classifier) keep theta itself, so L_mte still trains them.
+        if self.outer_gradient == "authors" and not self.first_order:
+            base = [p.detach() if g is not None else p for p, g in zip(params, grads)]
+        else:
+            base = list(params)
         if self.inner_optimizer == "adam":
             new = fresh_adam_step(
-                params,
+                base,
                 grads,
                 lrs=lrs,
                 weight_decays=wds,
@@ -272,7 +299,7 @@ class MetaStepTrainer(SimpleTrainer):
                 sq_eps=self.inner_sq_eps,
             )
         else:
-            new = sgd_step(params, grads, lrs=lrs, weight_decays=wds)
+            new = sgd_step(base, grads, lrs=lrs, weight_decays=wds)
         if self.first_order:
             new = [p - (p - q).detach() for p, q in zip(params, new)]
         return dict(zip(names, new))
@@ -412,6 +439,8 @@ class MetaTrainer(DefaultTrainer):
     resume, evaluation) is :class:`DefaultTrainer`'s.
     """
 
+    SUPPORTS_AMP = False
+
     def build_step_trainer(self, cfg, model, data_loader, optimizer) -> MetaStepTrainer:
         if "M3L" not in cfg.MODEL:
             raise KeyError(
@@ -419,7 +448,7 @@ class MetaTrainer(DefaultTrainer):
                 "add_all_configs) before merging the config"
             )
         m = cfg.MODEL.M3L
-        if cfg.SOLVER.AMP.ENABLED:
+        if cfg.SOLVER.AMP.ENABLED is True:  # "auto" resolves to float32 (SUPPORTS_AMP)
             raise ValueError(
                 "SOLVER.AMP.ENABLED is not supported by TRAINER.NAME MetaTrainer (M3L's "
                 "second-order meta-update runs in float32); set SOLVER.AMP.ENABLED False"
@@ -449,6 +478,7 @@ class MetaTrainer(DefaultTrainer):
             inner_sq_eps=m.INNER_ADAM_SQ_EPS,
             inner_weight_decay=m.INNER_WEIGHT_DECAY,
             first_order=m.FIRST_ORDER,
+            outer_gradient=m.OUTER_GRADIENT,
             memory_update=m.MEMORY_UPDATE,
             seed=seed,
             grad_clipper=build_grad_clipper(cfg),

@@ -38,10 +38,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY
-from reid_plugins.modeling.person_search import ProposalSampler, to_original
+from reid_plugins.modeling.person_search import PersonSearchDetector, to_original
 from reid_plugins.modeling.person_search.common import OneStepSearchBase
 
 from .loss import OIMLoss
@@ -62,17 +61,14 @@ class OIMSearch(OneStepSearchBase):
         backbone: a ResNet exposing stages ``stem, res2..res5`` as attributes plus
             ``forward_stages(x, start, end)`` and ``stage_shape(name)``
             (:class:`~reid_plugins.modeling.backbone.resnet.ResNet`).
-        rpn: torchvision ``RegionProposalNetwork`` on Part-1 features
-            (:func:`~reid_plugins.modeling.person_search.build_rpn`).
-        proposal_sampler: :class:`~reid_plugins.modeling.person_search.ProposalSampler`.
+        detector: :class:`~reid_plugins.modeling.person_search.PersonSearchDetector` (RPN on
+            Part-1, RoI sampler, box coder, inference score / NMS / number of boxes).
         oim_loss: :class:`OIMLoss` on ``embedding_dim`` features, or None (no re-ID loss).
         pixel_mean, pixel_std: per-channel normalisation of the 0-255 RGB input.
         part1_end: last stage of Part-1 (``"res3"``); Part-2 = the later stages to ``res5``.
         embedding_dim: re-ID feature size.
         size_divisibility: padded batch size multiple.
         pooler_resolution: RoIAlign ``(height, width)``; pooler_sampling_ratio: its sampling.
-        bbox_reg_weights: RoI box-coder weights; smooth_l1_beta: box-loss beta.
-        score_thresh_test, nms_thresh_test, detections_per_image: inference filtering.
     """
 
     _arch_name = "OIMSearch"
@@ -81,8 +77,7 @@ class OIMSearch(OneStepSearchBase):
         self,
         *,
         backbone: nn.Module,
-        rpn: RegionProposalNetwork,
-        proposal_sampler: ProposalSampler,
+        detector: PersonSearchDetector,
         oim_loss: Optional[OIMLoss],
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
@@ -91,25 +86,14 @@ class OIMSearch(OneStepSearchBase):
         size_divisibility: int = 32,
         pooler_resolution: Tuple[int, int] = (32, 16),
         pooler_sampling_ratio: int = 2,
-        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        smooth_l1_beta: float = 1.0 / 9,
-        score_thresh_test: float = 0.05,
-        nms_thresh_test: float = 0.4,
-        detections_per_image: int = 100,
     ) -> None:
         super().__init__(
             backbone=backbone,
-            rpn=rpn,
-            proposal_sampler=proposal_sampler,
+            detector=detector,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
             part1_end=part1_end,
             size_divisibility=size_divisibility,
-            bbox_reg_weights=bbox_reg_weights,
-            smooth_l1_beta=smooth_l1_beta,
-            score_thresh_test=score_thresh_test,
-            nms_thresh_test=nms_thresh_test,
-            detections_per_image=detections_per_image,
         )
         if len(pooler_resolution) != 2:
             raise ValueError(

@@ -42,16 +42,25 @@ def _tdn_node() -> CN:
     # Cross-entropy L_ce on labelled RoIs: multiplier and label smoothing (TDN: plain softmax).
     tdn.REID.CE_WEIGHT = 1.0
     tdn.REID.CE_EPSILON = 0.0
-    # Training RoIs of the re-ID branch: every ground-truth box of the image plus at most
-    # TRAIN_PROPOSALS_PER_IMAGE RPN proposals (random, detached) whose IoU with a ground-truth
-    # box is >= TRAIN_PROPOSAL_IOU; a proposal takes the pid of its best box (labelled ->
-    # L_ce + L_t, unlabelled -> L_t only). 0 = ground-truth boxes only.
+    # Training RoIs of the re-ID branch (Part-2, L_ce and L_t):
+    # "detections" (default, TDN Sec. III-A: "the same person RoIs predicted by the detection
+    #   branch in both the training and inference stages"): the detection branch's final boxes
+    #   on the training image, computed as at inference (ROI_HEADS.SCORE_THRESH_TEST, NMS_THRESH
+    #   _TEST, DETECTIONS_PER_IMAGE; detached); a detection whose highest IoU with a
+    #   ground-truth box is >= TRAIN_DETECTION_IOU takes that box's pid (labelled -> L_ce + L_t,
+    #   unlabelled -> L_t only), the others are background and dropped.
+    # "gt_and_proposals": every ground-truth box of the image plus at most
+    #   TRAIN_PROPOSALS_PER_IMAGE RPN proposals (random, detached) whose IoU with a
+    #   ground-truth box is >= TRAIN_PROPOSAL_IOU (pid of the best box); 0 = ground truth only.
+    tdn.REID.TRAIN_ROIS = "detections"
+    tdn.REID.TRAIN_DETECTION_IOU = 0.5
     tdn.REID.TRAIN_PROPOSALS_PER_IMAGE = 8
     tdn.REID.TRAIN_PROPOSAL_IOU = 0.5
     # Freeze the bias of the BN after GAP (as the BNNeck of the strong ReID baseline).
     tdn.REID.BN_FREEZE_BIAS = True
     # Query pass (extract_query) also returns the detections of the query image (boxes,
-    # scores, features), the context persons of RCP (TEST.SEARCH.RCP).
+    # scores, features), the context persons of RCP: only while TEST.SEARCH.RCP.ENABLED (the
+    # detector is not run on query images without RCP).
     tdn.REID.QUERY_CONTEXT = True
 
     # ---------------------------------------------------------------- KTB

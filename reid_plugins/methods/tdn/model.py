@@ -9,8 +9,10 @@ ResNet50-IBN-a split after conv3_x:
   ratios 1, 2, 3 as height / width), RoIAlign 7 x 7 x 512, :class:`TDNBoxHead` (2 FC of 1024
   -> person score + box deltas), NMS.
 * **Re-ID branch**, run **only on the final boxes** (inference: detections with score >=
-  ``SCORE_THRESH_TEST`` (0.5) after NMS; training: the ground-truth boxes plus RPN proposals
-  matched to them): RoIAlign of Part-1 to 32 x 16 x 512 **plus** the
+  ``SCORE_THRESH_TEST`` (0.5) after NMS; training, ``MODEL.TDN.REID.TRAIN_ROIS``: by default
+  the same final boxes of the detection branch, kept when they match a labelled or unlabelled
+  person with IoU >= ``TRAIN_DETECTION_IOU``; or ``gt_and_proposals``: the ground-truth boxes
+  plus RPN proposals matched to them): RoIAlign of Part-1 to 32 x 16 x 512 **plus** the
   :class:`KnowledgeTransferBridge` (RoIAlign of the input image to 256 x 128 x 3 through an
   unshared copy of Part-1), then **Part-2** (conv4_x..conv5_x with the standard stride-2
   conv5) -> GAP -> BN -> feature (2048-d) -> softmax identity classifier (labelled boxes).
@@ -21,12 +23,15 @@ ResNet50-IBN-a split after conv3_x:
 Losses: ``loss_rpn_cls``, ``loss_rpn_reg``, ``loss_box_cls``, ``loss_box_reg`` (L_det),
 ``loss_reid_ce`` (L_ce, labelled RoIs) and ``loss_teacher`` (``w * L_t``; ``w`` is
 :attr:`TDN.teacher_weight`, set every iteration by
-:class:`~reid_plugins.engine.tdn_hooks.TeacherWeightHook` from Eq. 4).
+:class:`~reid_plugins.methods.tdn.trainer.TeacherWeightHook` from Eq. 4).
 
 The teacher is **not** a sub-module: it is not returned by ``parameters()`` (so never in the
-optimizer nor DDP), not in ``state_dict()`` (student checkpoints do not carry it; it is
-rebuilt from ``MODEL.TDN.TEACHER.{CONFIG_FILE, WEIGHTS}``), stays in eval mode when
-``model.train()`` is called and runs under ``torch.no_grad()``; ``model.to(device)`` moves it.
+optimizer nor DDP), not in ``state_dict()`` (student checkpoints do not carry it), stays in eval mode when
+``model.train()`` is called and runs under ``torch.no_grad()``; ``model.to(device)`` moves it. It
+exists only in training: ``TDN.from_config`` never builds it (evaluation, demo, export,
+benchmarks and analysis never read ``MODEL.TDN.TEACHER.WEIGHTS``);
+:class:`~reid_plugins.methods.tdn.trainer.TDNTrainer` builds it from
+``MODEL.TDN.TEACHER.{CONFIG_FILE, WEIGHTS}`` and attaches it with :meth:`TDN.set_teacher`.
 
 Inference (eval mode), one dict per input (the PersonSearchEvaluator contract)::
 
@@ -46,12 +51,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import box_iou
 
 from reid_plugins.modeling.losses import CrossEntropyLoss
-from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY, resolve_device
-from reid_plugins.modeling.person_search import ProposalSampler, to_original
+from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY
+from reid_plugins.modeling.person_search import PersonSearchDetector, to_original
 from reid_plugins.modeling.person_search.common import OneStepSearchBase
 
 from .heads import (
@@ -60,15 +64,12 @@ from .heads import (
     TDNBoxHead,
     crop_boxes,
 )
-from .teacher import (
-    build_teacher,
-    freeze_teacher,
-    teacher_feature_dim,
-    teacher_features,
-    teacher_input_size,
-)
+from .teacher import freeze_teacher, teacher_feature_dim, teacher_features
 
-__all__ = ["TDN"]
+__all__ = ["TDN", "TRAIN_ROIS"]
+
+#: Choices of ``MODEL.TDN.REID.TRAIN_ROIS`` (see :meth:`TDN.reid_training_rois`).
+TRAIN_ROIS = ("detections", "gt_and_proposals")
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ class TDN(OneStepSearchBase):
     Constructor (keyword-only):
         backbone: staged ResNet (``stem, res2..res5``, ``forward_stages``, ``stage_shape``);
             Part-1 = ``stem..part1_end``, Part-2 = the following stages to ``res5``.
-        rpn: torchvision ``RegionProposalNetwork`` on Part-1 (``build_rpn``).
-        proposal_sampler: RoI sampler of the detection branch (``ProposalSampler``).
+        detector: :class:`~reid_plugins.modeling.person_search.PersonSearchDetector` (RPN on
+            Part-1, RoI sampler, box coder, inference score / NMS / number of boxes).
         box_head: :class:`TDNBoxHead` (its ``resolution`` is the RoIAlign size).
         neck: :class:`ReIDNeck` on the Part-2 output (classifier = identities; 0 = no L_ce).
         pixel_mean, pixel_std: normalisation of the 0-255 RGB input.
@@ -96,12 +97,17 @@ class TDN(OneStepSearchBase):
         box_sampling_ratio: RoIAlign sampling of the RoI head.
         reid_resolution, reid_sampling_ratio: RoIAlign of Part-1 for the re-ID branch
             (32 x 16; must equal the KTB output).
-        bbox_reg_weights, smooth_l1_beta: box coder and box-loss beta.
-        score_thresh_test, nms_thresh_test, detections_per_image: final boxes at inference.
         ce_weight, ce_epsilon: L_ce multiplier and label smoothing.
-        train_proposals_per_image, train_proposal_iou: matched RPN proposals added to the
-            ground-truth boxes as re-ID training RoIs.
-        query_context: ``extract_query`` also returns the query image's detections.
+        train_rois: re-ID training RoIs, ``"detections"`` (the detection branch's final boxes
+            matched to persons, :meth:`detection_rois`; the paper's rule) or
+            ``"gt_and_proposals"`` (:meth:`gt_and_proposal_rois`).
+        train_detection_iou: IoU with a person for a detection to be a re-ID training RoI.
+        train_proposals_per_image, train_proposal_iou: ``gt_and_proposals``: matched RPN
+            proposals added to the ground-truth boxes.
+        query_context: ``extract_query`` also runs the detector on the query image and returns
+            its detections (RCP's context persons); from the config only when
+            ``MODEL.TDN.REID.QUERY_CONTEXT`` and ``TEST.SEARCH.RCP.ENABLED`` (without RCP the
+            query pass is Part-1 + the re-ID branch on the query box, no detector).
         teacher_weight: initial ``w`` of ``w * L_t``.
     """
 
@@ -111,8 +117,7 @@ class TDN(OneStepSearchBase):
         self,
         *,
         backbone: nn.Module,
-        rpn: RegionProposalNetwork,
-        proposal_sampler: ProposalSampler,
+        detector: PersonSearchDetector,
         box_head: TDNBoxHead,
         neck: ReIDNeck,
         pixel_mean: Sequence[float],
@@ -126,13 +131,10 @@ class TDN(OneStepSearchBase):
         box_sampling_ratio: int = 2,
         reid_resolution: Sequence[int] = (32, 16),
         reid_sampling_ratio: int = 2,
-        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-        smooth_l1_beta: float = 1.0 / 9,
-        score_thresh_test: float = 0.5,
-        nms_thresh_test: float = 0.4,
-        detections_per_image: int = 100,
         ce_weight: float = 1.0,
         ce_epsilon: float = 0.0,
+        train_rois: str = "detections",
+        train_detection_iou: float = 0.5,
         train_proposals_per_image: int = 8,
         train_proposal_iou: float = 0.5,
         query_context: bool = True,
@@ -140,17 +142,11 @@ class TDN(OneStepSearchBase):
     ) -> None:
         super().__init__(
             backbone=backbone,
-            rpn=rpn,
-            proposal_sampler=proposal_sampler,
+            detector=detector,
             pixel_mean=pixel_mean,
             pixel_std=pixel_std,
             part1_end=part1_end,
             size_divisibility=size_divisibility,
-            bbox_reg_weights=bbox_reg_weights,
-            smooth_l1_beta=smooth_l1_beta,
-            score_thresh_test=score_thresh_test,
-            nms_thresh_test=nms_thresh_test,
-            detections_per_image=detections_per_image,
         )
         self.reid_resolution = (int(reid_resolution[0]), int(reid_resolution[1]))
         if ktb is not None and tuple(ktb.output_size) != self.reid_resolution:
@@ -173,6 +169,12 @@ class TDN(OneStepSearchBase):
             if neck.num_classes > 0 and ce_weight > 0
             else None
         )
+        if train_rois not in TRAIN_ROIS:
+            raise ValueError(
+                f"MODEL.TDN.REID.TRAIN_ROIS='{train_rois}' must be one of {list(TRAIN_ROIS)}"
+            )
+        self.train_rois = str(train_rois)
+        self.train_detection_iou = float(train_detection_iou)
         self.train_proposals_per_image = int(train_proposals_per_image)
         self.train_proposal_iou = float(train_proposal_iou)
         self.query_context = bool(query_context)
@@ -190,7 +192,9 @@ class TDN(OneStepSearchBase):
 
         The classifier size is ``MODEL.TDN.REID.NUM_PIDS`` if > 0, else the labelled
         identities of the training sets (``sum(num_pids_per_domain)``, from the trainer; None:
-        no classifier). The teacher is built when ``MODEL.TDN.TEACHER.ENABLED``.
+        no classifier). The teacher is never built here (inference never needs it):
+        :class:`~reid_plugins.methods.tdn.trainer.TDNTrainer` builds it from
+        ``MODEL.TDN.TEACHER`` and attaches it with :meth:`set_teacher` for training.
         """
         kwargs = cls.detector_kwargs(cfg)
         ps, t = cfg.MODEL.PERSON_SEARCH, cfg.MODEL.TDN
@@ -208,36 +212,21 @@ class TDN(OneStepSearchBase):
         )
         # the KTB: a second backbone cut after Part-1 (same initialisation, own tensors)
         ktb = KnowledgeTransferBridge.from_config(cfg) if t.KTB.ENABLED else None
-        teacher, teacher_size, projection = None, None, None
-        if t.TEACHER.ENABLED:
-            device = resolve_device(cfg.MODEL.DEVICE)
-            teacher = build_teacher(t.TEACHER.CONFIG_FILE, t.TEACHER.WEIGHTS, device=device)
-            teacher_size = teacher_input_size(t.TEACHER.CONFIG_FILE, t.TEACHER.INPUT_SIZE)
-            dim = teacher_feature_dim(teacher, teacher_size, device)
-            if t.TEACHER.PROJECTION:
-                projection = nn.Linear(neck.feat_dim, dim)
-            elif dim != neck.feat_dim:
-                raise ValueError(
-                    f"Teacher feature size {dim} ('{t.TEACHER.CONFIG_FILE}') != student feature "
-                    f"size {neck.feat_dim}: use a teacher of the same size or set "
-                    "MODEL.TDN.TEACHER.PROJECTION True"
-                )
         return cls(
             **kwargs,
             box_head=box_head,
             neck=neck,
             ktb=ktb,
-            teacher=teacher,
-            teacher_input_size=teacher_size,
-            projection=projection,
             box_sampling_ratio=t.BOX_HEAD.POOLER_SAMPLING_RATIO,
             reid_resolution=ps.ROI_HEADS.POOLER_RESOLUTION,
             reid_sampling_ratio=ps.ROI_HEADS.POOLER_SAMPLING_RATIO,
             ce_weight=t.REID.CE_WEIGHT,
             ce_epsilon=t.REID.CE_EPSILON,
+            train_rois=t.REID.TRAIN_ROIS,
+            train_detection_iou=t.REID.TRAIN_DETECTION_IOU,
             train_proposals_per_image=t.REID.TRAIN_PROPOSALS_PER_IMAGE,
             train_proposal_iou=t.REID.TRAIN_PROPOSAL_IOU,
-            query_context=t.REID.QUERY_CONTEXT,
+            query_context=bool(t.REID.QUERY_CONTEXT and cfg.TEST.SEARCH.RCP.ENABLED),
             teacher_weight=t.TEACHER.W_INIT,
         )
 
@@ -247,14 +236,33 @@ class TDN(OneStepSearchBase):
         """The frozen teacher (not a sub-module), or None."""
         return self._teacher
 
-    def set_teacher(self, teacher: Optional[nn.Module], input_size=None) -> None:
+    def set_teacher(
+        self, teacher: Optional[nn.Module], input_size=None, *, projection: bool = False
+    ) -> None:
         """Attach (or, with None, remove) the frozen teacher; ``input_size`` = its crops'
-        ``(h, w)`` (default: the KTB input size)."""
+        ``(h, w)``.
+
+        When the teacher's feature size differs from the student's, ``projection=True`` adds a
+        trainable ``nn.Linear`` (student -> teacher size) for ``L_t`` as the sub-module
+        ``projection`` (call before building the optimizer); otherwise that is an error.
+
+        Raises:
+            ValueError: no ``input_size``, or feature sizes differ without ``projection``.
+        """
         if teacher is not None:
             if input_size is None:
                 raise ValueError("set_teacher: give the teacher's input size (h, w)")
             freeze_teacher(teacher).to(self.device)
-            self.teacher_input_size = (int(input_size[0]), int(input_size[1]))
+            size = (int(input_size[0]), int(input_size[1]))
+            dim = teacher_feature_dim(teacher, size, self.device)
+            if projection and self.projection is None:
+                self.projection = nn.Linear(self.neck.feat_dim, dim).to(self.device)
+            elif not projection and self.projection is None and dim != self.neck.feat_dim:
+                raise ValueError(
+                    f"Teacher feature size {dim} != student feature size {self.neck.feat_dim}: "
+                    "use a teacher of the same size or set MODEL.TDN.TEACHER.PROJECTION True"
+                )
+            self.teacher_input_size = size
         object.__setattr__(self, "_teacher", teacher)
 
     def set_teacher_weight(self, weight: float) -> None:
@@ -326,13 +334,54 @@ class TDN(OneStepSearchBase):
         return F.normalize(self.reid_branch(images, features, boxes)["feature"], dim=1)
 
     # ------------------------------------------------------------------ training
-    def reid_training_rois(
+    def reid_training_rois(self, step) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Re-ID training RoIs of a :class:`DetectorTrainingPass` per ``train_rois``:
+        ``"detections"`` -> :meth:`detection_rois` of :meth:`training_detections` (the paper's
+        rule), ``"gt_and_proposals"`` -> :meth:`gt_and_proposal_rois`. Returns ``(boxes per
+        image, pids (sum R_i,))``."""
+        if self.train_rois == "detections":
+            dets = self.training_detections(step.images, step.features, step.proposals)
+            return self.detection_rois(dets, step.gt_boxes, step.gt_pids)
+        return self.gt_and_proposal_rois(step.proposals, step.gt_boxes, step.gt_pids)
+
+    @torch.no_grad()
+    def training_detections(self, images, features, proposals) -> List[torch.Tensor]:
+        """The detection branch's final boxes on a training batch, exactly as at inference
+        (RoI head on the RPN proposals, score >= the detector's
+        ``score_thresh_test``, NMS ``nms_thresh_test``, ``detections_per_image``), detached."""
+        if sum(len(p) for p in proposals) == 0:
+            return [p.new_zeros((0, 4)) for p in proposals]
+        props = [p.detach() for p in proposals]
+        logits, deltas = self.box_predictions(features.detach(), props)
+        dets = self.postprocess_batch(props, images.image_sizes, logits, deltas)
+        return [boxes for boxes, _, _ in dets]
+
+    def detection_rois(
+        self, detections: List[torch.Tensor], gt_boxes: List[torch.Tensor], gt_pids
+    ) -> Tuple[List[torch.Tensor], torch.Tensor]:
+        """Re-ID training RoIs = the detections that find a person: detection ``d`` takes the
+        pid (labelled >= 0 or unlabelled -1) of its highest-IoU ground-truth box ``g`` when
+        ``IoU(d, g) >= train_detection_iou``; other detections (background) are dropped.
+        Several detections may take the same person. Returns ``(boxes per image, pids)``."""
+        boxes, pids = [], []
+        for dets, gt, p in zip(detections, gt_boxes, gt_pids):
+            if len(dets) == 0 or len(gt) == 0:
+                boxes.append(dets.new_zeros((0, 4)))
+                pids.append(p.new_zeros((0,)))
+                continue
+            best, idx = box_iou(dets, gt).max(dim=1)
+            keep = best >= self.train_detection_iou
+            boxes.append(dets[keep])
+            pids.append(p[idx[keep]])
+        return boxes, torch.cat(pids)
+
+    def gt_and_proposal_rois(
         self,
         proposals: List[torch.Tensor],
         gt_boxes: List[torch.Tensor],
         gt_pids: List[torch.Tensor],
     ) -> Tuple[List[torch.Tensor], torch.Tensor]:
-        """Re-ID training RoIs per image = all ground-truth boxes + at most
+        """``TRAIN_ROIS: gt_and_proposals``: all ground-truth boxes + at most
         ``train_proposals_per_image`` random RPN proposals with IoU >= ``train_proposal_iou``
         with a ground-truth box (detached; each takes the pid of its best box: labelled >= 0
         or unlabelled -1). Returns ``(boxes per image, pids (sum R_i,))``."""
@@ -388,9 +437,15 @@ class TDN(OneStepSearchBase):
             return self.inference(batched_inputs)
         step = self.detector_training_pass(batched_inputs, self.box_predictions)
         losses = step.losses
-        boxes, pids = self.reid_training_rois(step.proposals, step.gt_boxes, step.gt_pids)
+        boxes, pids = self.reid_training_rois(step)
         if sum(len(b) for b in boxes) > 0:
             losses.update(self.reid_losses(step.images.tensors, step.features, boxes, pids))
+        else:  # no person RoI in the batch (e.g. no detection yet): the same keys, zero
+            zero = step.features.sum() * 0.0
+            if self.ce_loss is not None:
+                losses["loss_reid_ce"] = zero
+            if self._teacher is not None:
+                losses["loss_teacher"] = zero
         return losses
 
     # ------------------------------------------------------------------ inference

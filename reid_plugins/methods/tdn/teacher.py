@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,6 @@ __all__ = [
     "load_checkpoint_state",
     "teacher_feature_dim",
     "teacher_features",
-    "teacher_input_size",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,24 +53,29 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
     return teacher
 
 
-def build_teacher(config_file: str, weights: str, *, device="cpu") -> nn.Module:
-    """Build the teacher of ``config_file`` (a ReID config) and load ``weights``.
+def build_teacher(teacher_cfg_node, *, device="cpu") -> Tuple[nn.Module, Tuple[int, int]]:
+    """Build the frozen teacher of ``MODEL.TDN.TEACHER`` (``teacher_cfg_node``) for training.
 
-    The teacher's ``MODEL.BACKBONE.PRETRAIN_PATH`` is ignored (the checkpoint overrides it);
-    when its config lets the classifier size be inferred from data
-    (``MODEL.HEADS.NUM_CLASSES: 0``), the size is read from the checkpoint's
-    ``*classifier.weight`` so that no dataset has to be loaded.
+    The teacher's config file is parsed once and the teacher is built with the ordinary
+    :func:`~reid_plugins.modeling.build_model` of that config as an inference model (no
+    identities given: no classifier); its ``MODEL.BACKBONE.PRETRAIN_PATH`` is ignored (the
+    checkpoint overrides it) and checkpoint entries the inference model has no use for (e.g.
+    the classifier) are skipped. Only :class:`~reid_plugins.methods.tdn.trainer.TDNTrainer`
+    calls this: inference never builds the teacher.
 
     Returns:
-        the frozen teacher (eval mode, no gradients) on ``device``.
+        ``(teacher, (h, w))``: the frozen teacher (eval mode, no gradients) on ``device`` and
+        the size of its input crops (``INPUT_SIZE`` if set, else the teacher config's
+        ``INPUT.SIZE_TEST``).
 
     Raises:
         ValueError: empty paths, a TDN config as teacher, or a checkpoint that does not fit.
         FileNotFoundError: a file is missing (the message names the config key).
     """
     from reid_plugins.config import add_all_configs, get_cfg
-    from reid_plugins.modeling.meta_arch.build import META_ARCH_REGISTRY
+    from reid_plugins.modeling.meta_arch.build import build_model
 
+    config_file, weights = teacher_cfg_node.CONFIG_FILE, teacher_cfg_node.WEIGHTS
     if not config_file:
         raise ValueError(
             "MODEL.TDN.TEACHER.ENABLED is True but MODEL.TDN.TEACHER.CONFIG_FILE is empty: give "
@@ -87,24 +91,19 @@ def build_teacher(config_file: str, weights: str, *, device="cpu") -> nn.Module:
     state = load_checkpoint_state(weights)
     cfg = add_all_configs(get_cfg())
     cfg.merge_from_file(config_file)
-    name = cfg.MODEL.META_ARCHITECTURE
-    if name == "TDN":
+    if cfg.MODEL.META_ARCHITECTURE == "TDN":
         raise ValueError(
             f"MODEL.TDN.TEACHER.CONFIG_FILE='{config_file}' is a TDN config; the teacher must be "
             "a ReID model (e.g. ReIDBaseline)"
         )
-    if name not in META_ARCH_REGISTRY:
-        raise KeyError(
-            f"Teacher config '{config_file}': MODEL.META_ARCHITECTURE='{name}' is not registered"
-        )
     cfg.MODEL.BACKBONE.PRETRAIN_PATH = ""
+    if "FROM_SCRATCH" in cfg.MODEL.BACKBONE:
+        cfg.MODEL.BACKBONE.FROM_SCRATCH = True  # the checkpoint provides every weight
     cfg.MODEL.DEVICE = str(device)
-    if "HEADS" in cfg.MODEL and int(cfg.MODEL.HEADS.NUM_CLASSES) == 0:
-        rows = [v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")]
-        if rows:
-            cfg.MODEL.HEADS.NUM_CLASSES = int(rows[0])
-    cls = META_ARCH_REGISTRY.get(name)
-    teacher = cls.from_config(cfg) if hasattr(cls, "from_config") else cls(cfg)
+    try:
+        teacher = build_model(cfg)
+    except KeyError as e:
+        raise KeyError(f"Teacher config '{config_file}': {e.args[0]}") from e
     own = teacher.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     mis_shaped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
@@ -121,8 +120,18 @@ def build_teacher(config_file: str, weights: str, *, device="cpu") -> nn.Module:
         )
     teacher.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     teacher.to(torch.device(str(device)))
-    logger.info("TDN teacher: %s from '%s' with weights '%s'", name, config_file, weights)
-    return freeze_teacher(teacher)
+    logger.info(
+        "TDN teacher: %s from '%s' with weights '%s'",
+        cfg.MODEL.META_ARCHITECTURE, config_file, weights,
+    )  # fmt: skip
+    size = teacher_cfg_node.INPUT_SIZE
+    if size:
+        if len(size) != 2:
+            raise ValueError(f"MODEL.TDN.TEACHER.INPUT_SIZE must be [height, width], got {size}")
+        input_size = (int(size[0]), int(size[1]))
+    else:
+        input_size = (int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1]))
+    return freeze_teacher(teacher), input_size
 
 
 @torch.no_grad()
@@ -155,19 +164,3 @@ def teacher_feature_dim(teacher: nn.Module, input_size: Sequence[int], device=No
     device = device or next(iter(teacher.buffers()), torch.zeros(())).device
     crop = torch.full((1, 3, int(input_size[0]), int(input_size[1])), 128.0, device=device)
     return int(teacher_features(teacher, crop).shape[1])
-
-
-def teacher_input_size(config_file: str, override: Optional[Sequence[int]] = None) -> tuple:
-    """``(h, w)`` of the teacher's crops: ``override`` if given, else the teacher config's
-    ``INPUT.SIZE_TEST``."""
-    if override:
-        if len(override) != 2:
-            raise ValueError(
-                f"MODEL.TDN.TEACHER.INPUT_SIZE must be [height, width], got {override}"
-            )
-        return int(override[0]), int(override[1])
-    from reid_plugins.config import add_all_configs, get_cfg
-
-    cfg = add_all_configs(get_cfg())
-    cfg.merge_from_file(config_file)
-    return int(cfg.INPUT.SIZE_TEST[0]), int(cfg.INPUT.SIZE_TEST[1])

@@ -1,8 +1,9 @@
 """TDN training support: the teacher-weight schedule (Eq. 4), its hook and ``TDNTrainer``.
 
 ``TDNTrainer`` (``TRAINER.NAME: TDNTrainer``) is the :class:`PersonSearchTrainer` (scene
-loaders, person-search evaluation incl. RCP from ``TEST.SEARCH.RCP``) plus
-:class:`TeacherWeightHook`, which sets ``w`` of ``L_reid = w * L_t + L_ce`` on the model
+loaders, person-search evaluation incl. RCP from ``TEST.SEARCH.RCP``) plus the training-only
+teacher (built from ``MODEL.TDN.TEACHER`` and attached to the model when the model is built
+for training, never for ``--eval-only``) and :class:`TeacherWeightHook`, which sets ``w`` of ``L_reid = w * L_t + L_ce`` on the model
 before every iteration from ``trainer.iter`` (so resumed runs use the same ``w``).
 """
 
@@ -16,8 +17,17 @@ import torch
 from reid_plugins.engine.defaults import TRAINER_REGISTRY
 from reid_plugins.engine.hooks import HookBase
 from reid_plugins.engine.person_search_trainer import PersonSearchTrainer
+from reid_plugins.modeling.meta_arch.build import resolve_device
 
-__all__ = ["teacher_weight", "iters_per_epoch", "TeacherWeightHook", "TDNTrainer"]
+from .teacher import build_teacher
+
+__all__ = [
+    "attach_teacher",
+    "teacher_weight",
+    "iters_per_epoch",
+    "TeacherWeightHook",
+    "TDNTrainer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +73,19 @@ def iters_per_epoch(cfg, num_train_images: Optional[int] = None) -> int:
     if num_train_images is None:
         raise ValueError("SOLVER.ITERS_PER_EPOCH is 0 and the training set size is unknown")
     return max(1, int(num_train_images) // max(1, int(cfg.SOLVER.IMS_PER_BATCH)))
+
+
+def attach_teacher(model: torch.nn.Module, cfg) -> torch.nn.Module:
+    """Build the teacher of ``cfg.MODEL.TDN.TEACHER`` (:func:`build_teacher`) and attach it to
+    the TDN ``model`` (``set_teacher``, with the projection of ``TEACHER.PROJECTION``).
+    Returns the teacher."""
+    target = _find_tdn(model)
+    if target is None:
+        raise TypeError(f"attach_teacher needs a TDN model, got {type(model).__name__}")
+    t = cfg.MODEL.TDN.TEACHER
+    teacher, size = build_teacher(t, device=resolve_device(cfg.MODEL.DEVICE))
+    target.set_teacher(teacher, size, projection=bool(t.PROJECTION))
+    return teacher
 
 
 def _find_tdn(model: torch.nn.Module) -> Optional[torch.nn.Module]:
@@ -135,6 +158,32 @@ class TeacherWeightHook(HookBase):
 class TDNTrainer(PersonSearchTrainer):
     """:class:`PersonSearchTrainer` + :class:`TeacherWeightHook` (when the model has a
     teacher). Evaluation (gallery + query passes, RCP from ``TEST.SEARCH.RCP``) is inherited."""
+
+    @classmethod
+    def build_model(cls, cfg, num_pids_per_domain: Optional[List[int]] = None) -> torch.nn.Module:
+        """The TDN model; for training (``num_pids_per_domain`` given by the training loader)
+        with the frozen teacher of ``MODEL.TDN.TEACHER`` attached when ``ENABLED``. Without
+        ``num_pids_per_domain`` (``--eval-only``, tools) it is the inference model: the
+        teacher's files are never opened."""
+        model = super().build_model(cfg, num_pids_per_domain)
+        if num_pids_per_domain is not None and cfg.MODEL.TDN.TEACHER.ENABLED:
+            attach_teacher(model, cfg)
+        return model
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """Person-search evaluation; the TDN query pass runs the detector on the query image
+        (RCP context persons) only when ``TEST.SEARCH.RCP.ENABLED`` (and
+        ``MODEL.TDN.REID.QUERY_CONTEXT``) in ``cfg``, whatever the model was built with."""
+        tdn = _find_tdn(model)
+        if tdn is None or not hasattr(tdn, "query_context"):
+            return super().test(cfg, model, evaluators)
+        saved = tdn.query_context
+        tdn.query_context = bool(cfg.MODEL.TDN.REID.QUERY_CONTEXT and cfg.TEST.SEARCH.RCP.ENABLED)
+        try:
+            return super().test(cfg, model, evaluators)
+        finally:
+            tdn.query_context = saved
 
     def build_hooks(self) -> List[HookBase]:
         ret = super().build_hooks()

@@ -7,9 +7,15 @@ from typing import Optional
 from fvcore.common.registry import Registry
 from torch import nn
 
+from ...utils.errors import UserError
 from .backbone import Backbone, ShapeSpec
 
-__all__ = ["BACKBONE_REGISTRY", "build_backbone", "check_pretrained_backbone"]
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "build_backbone",
+    "check_pretrained_backbone",
+    "RandomBackboneError",
+]
 
 BACKBONE_REGISTRY = Registry("BACKBONE")
 BACKBONE_REGISTRY.__doc__ = """
@@ -46,6 +52,11 @@ def build_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> Backbone:
     return backbone
 
 
+class RandomBackboneError(UserError, ValueError):
+    """Training would start the backbone from random weights without being asked to (a
+    :class:`~reid_plugins.utils.errors.UserError`: the tools print it as one line)."""
+
+
 def _weights_hint(cfg) -> str:
     """Where to get ImageNet weights for the configured ResNet."""
     b = cfg.MODEL.BACKBONE
@@ -73,16 +84,14 @@ def check_pretrained_backbone(cfg, model: Optional[nn.Module] = None) -> None:
     (if given) holds no :class:`Backbone` (toy models).
 
     Raises:
-        ConfigError: one line naming the key and where to get the weights.
+        RandomBackboneError: one line naming the key and where to get the weights.
     """
-    from ...config import ConfigError
-
     b = cfg.MODEL.BACKBONE
     if b.PRETRAIN_PATH or b.FROM_SCRATCH or cfg.MODEL.WEIGHTS:
         return
     if model is not None and not any(isinstance(m, Backbone) for m in model.modules()):
         return
-    raise ConfigError(
+    raise RandomBackboneError(
         "MODEL.BACKBONE.PRETRAIN_PATH is empty: training would start the backbone from random "
         f"weights. To start from ImageNet as the papers do, {_weights_hint(cfg)} and pass "
         "MODEL.BACKBONE.PRETRAIN_PATH /path/to/file; to train from scratch on purpose, pass "

@@ -112,17 +112,20 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> Op
 
 
 class Stem(nn.Module):
-    """7x7/2 conv, norm, ReLU, 3x3/2 max-pool (total stride 4).
+    """7x7/2 conv, norm, ReLU (unless ``relu=False``), 3x3/2 max-pool (total stride 4).
 
     ``conv1`` is an :class:`~.input_conv.InputConv2d`: an ``nn.Conv2d`` whose second-order
     backward (M3L's meta-gradient) skips the image gradient nobody needs.
     """
 
-    def __init__(self, *, in_channels: int, out_channels: int, norm: str = "BN") -> None:
+    def __init__(
+        self, *, in_channels: int, out_channels: int, norm: str = "BN", relu: bool = True
+    ) -> None:
         super().__init__()
         self.conv1 = InputConv2d(in_channels, out_channels, 7, stride=2, padding=3, bias=False)
         self.bn1 = get_norm(norm, out_channels)
-        self.relu = nn.ReLU(inplace=True)
+        # M3L's released ResNet / IBN-Net has no ReLU here (MODEL.BACKBONE.STEM_RELU False).
+        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,6 +159,7 @@ class ResNet(Backbone):
         out_features: Sequence[str] = ("res5",),
         norm: str = "BN",
         in_channels: int = 3,
+        stem_relu: bool = True,
     ) -> None:
         """
         Args:
@@ -172,6 +176,7 @@ class ResNet(Backbone):
             out_features: stages returned by :meth:`forward` (any of :data:`STAGE_NAMES`).
             norm: ``"BN"``, ``"SyncBN"`` or ``"FrozenBN"`` (see :func:`.ibn.get_norm`).
             in_channels: input image channels.
+            stem_relu: ReLU after the stem's norm (False = the stem of M3L's released code).
 
         Raises:
             ValueError: an argument is out of range (the message names the config key).
@@ -200,7 +205,9 @@ class ResNet(Backbone):
         self.base_width, self.norm, self.freeze_at = int(base_width), norm, 0
 
         block, num_blocks = _DEPTHS[depth]
-        self.stem = Stem(in_channels=in_channels, out_channels=self.base_width, norm=norm)
+        self.stem = Stem(
+            in_channels=in_channels, out_channels=self.base_width, norm=norm, relu=stem_relu
+        )
         channels, stride = self.base_width, 4
         self._out_feature_channels = {"stem": channels}
         self._out_feature_strides = {"stem": stride}
@@ -235,7 +242,7 @@ class ResNet(Backbone):
         """Build from ``cfg.MODEL.BACKBONE`` and load ``PRETRAIN_PATH`` when it is non-empty.
 
         Reads ``DEPTH, WITH_IBN, LAST_STRIDE, BASE_WIDTH, FREEZE_AT, OUT_FEATURES, NORM,
-        PRETRAIN_PATH``; the input channels come from ``input_shape`` (default 3).
+        STEM_RELU, PRETRAIN_PATH``; the input channels come from ``input_shape`` (default 3).
         """
         b = cfg.MODEL.BACKBONE
         in_channels = 3
@@ -250,6 +257,7 @@ class ResNet(Backbone):
             out_features=tuple(b.OUT_FEATURES),
             norm=b.NORM,
             in_channels=in_channels,
+            stem_relu=b.STEM_RELU,
         )
         if b.PRETRAIN_PATH:
             load_pretrained(model, b.PRETRAIN_PATH)

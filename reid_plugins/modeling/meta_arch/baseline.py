@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+import logging
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..backbone import Backbone, build_backbone
 from ..heads import build_reid_head
-from ..losses import CrossEntropyLoss, MemoryLoss, TripletLoss
+from ..losses import CrossEntropyLoss, MemoryLoss, TripletLoss, extract_and_initialize
 from .build import META_ARCH_REGISTRY
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["ReIDBaseline", "Batch"]
 
@@ -35,7 +38,8 @@ class ReIDBaseline(nn.Module):
       memory, on the post-BN feature. The memory rows of the batch identities are
       momentum-updated (Eq. 2) right after the loss is computed, from the same detached
       features; since memories are not parameters this equals updating after the optimizer
-      step. Memories must be initialised before training (``MemoryInitHook``).
+      step. Memories are initialised before training by :meth:`initialize_from_data`
+      (called by the trainer's ``DataInitHook``).
 
     Inference returns ``[{"feature": L2-normalised post-BN feature}]`` per input.
 
@@ -223,6 +227,28 @@ class ReIDBaseline(nn.Module):
         """``[{"feature": L2-normalised post-BN feature (C,)}]`` per input."""
         feats = nn.functional.normalize(self.extract(batched_inputs)["post_bn"], dim=1)
         return [{"feature": f} for f in feats]
+
+    def initialize_from_data(self, loaders_fn: Callable[[], Sequence[Iterable]]) -> None:
+        """Fill the per-domain memories with the mean feature of each identity, extracted in
+        eval mode from ``loaders_fn()`` (one finite loader per domain, built only if needed).
+
+        Nothing to do without a memory loss, or when every memory is already initialised
+        (restored by ``--resume``: memories and their flags are checkpointed buffers).
+        """
+        memory = self.memory_loss
+        if memory is None:
+            return
+        if all(memory.is_initialized(d) for d in range(memory.num_domains)):
+            logger.info("Memories already initialised (resumed); skipping feature extraction")
+            return
+        logger.info("Initialising %d domain memories by feature extraction", memory.num_domains)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                extract_and_initialize(memory, self.memory_features, loaders_fn())
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def memory_features(self, batch: Batch) -> torch.Tensor:

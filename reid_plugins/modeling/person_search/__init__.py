@@ -2,6 +2,7 @@
 
 from .detector import (  # noqa: F401
     BACKGROUND_PID,
+    PersonSearchDetector,
     ProposalSampler,
     SampledRoIs,
     batch_scene_images,
@@ -16,6 +17,7 @@ from .detector import (  # noqa: F401
 
 __all__ = [
     "BACKGROUND_PID",
+    "PersonSearchDetector",
     "ProposalSampler",
     "SampledRoIs",
     "batch_scene_images",

@@ -4,7 +4,7 @@
 :class:`~reid_plugins.methods.tdn.model.TDN` both run a Faster R-CNN on **Part-1** of a
 staged ResNet (``stem .. part1_end``) and re-identify with **Part-2** (the following stages up
 to ``res5``). :class:`OneStepSearchBase` holds what they share: the config -> backbone / RPN /
-RoI-sampler wiring, input normalisation, Part-1, RoIAlign on Part-1, the training pass of the
+detector (:class:`PersonSearchDetector`: RPN, RoI sampler, box post-processing) wiring, input normalisation, Part-1, RoIAlign on Part-1, the training pass of the
 detection branch, the per-image detection post-processing and the query-box handling. The
 subclasses add their RoI heads and re-ID branch.
 """
@@ -16,21 +16,16 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
-from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.ops import roi_align
 
 from ..backbone import build_backbone
 from ..backbone.resnet import STAGE_NAMES
 from .detector import (
-    ProposalSampler,
+    PersonSearchDetector,
     SampledRoIs,
     batch_scene_images,
-    build_rpn,
-    fast_rcnn_losses,
     gt_targets,
-    postprocess_detections,
     to_resized,
 )
 
@@ -72,13 +67,15 @@ class OneStepSearchBase(nn.Module):
         backbone: a ResNet exposing stages ``stem, res2..res5`` as attributes plus
             ``forward_stages(x, start, end)`` and ``stage_shape(name)``
             (:class:`~reid_plugins.modeling.backbone.resnet.ResNet`).
-        rpn: torchvision ``RegionProposalNetwork`` on Part-1 features (:func:`build_rpn`).
-        proposal_sampler: :class:`ProposalSampler` of the detection branch's RoIs.
+        detector: the :class:`~reid_plugins.modeling.person_search.detector.
+            PersonSearchDetector` (RPN, RoI sampler, box coder, inference settings).
         pixel_mean, pixel_std: per-channel normalisation of the 0-255 RGB input.
         part1_end: last stage of Part-1; Part-2 = the later stages to ``res5``.
         size_divisibility: padded batch size multiple.
-        bbox_reg_weights: RoI box-coder weights; smooth_l1_beta: box-loss beta.
-        score_thresh_test, nms_thresh_test, detections_per_image: inference filtering.
+
+    The detector's modules are registered on the model under their historic names ``rpn`` and
+    ``proposal_sampler`` (``model.rpn is model.detector.rpn``), so checkpoint keys are those of
+    earlier versions (``rpn.*``); ``model.detector`` itself is not a second registration.
 
     Raises:
         TypeError: the backbone is not a staged ResNet.
@@ -91,17 +88,11 @@ class OneStepSearchBase(nn.Module):
         self,
         *,
         backbone: nn.Module,
-        rpn: RegionProposalNetwork,
-        proposal_sampler: ProposalSampler,
+        detector: PersonSearchDetector,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         part1_end: str,
         size_divisibility: int,
-        bbox_reg_weights: Sequence[float],
-        smooth_l1_beta: float,
-        score_thresh_test: float,
-        nms_thresh_test: float,
-        detections_per_image: int,
     ) -> None:
         super().__init__()
         for attr in ("forward_stages", "stage_shape"):
@@ -116,25 +107,21 @@ class OneStepSearchBase(nn.Module):
                 f"{list(STAGE_NAMES[:-1])} (Part-2 needs at least res5)"
             )
         self.backbone = backbone
-        self.rpn = rpn
-        self.proposal_sampler = proposal_sampler
+        object.__setattr__(self, "detector", detector)  # its modules: registered just below
+        self.rpn = detector.rpn
+        self.proposal_sampler = detector.proposal_sampler
         self.part1_end = part1_end
         self.part2_start = STAGE_NAMES[STAGE_NAMES.index(part1_end) + 1]
         self.part1_stride = int(backbone.stage_shape(part1_end).stride)
         self.size_divisibility = int(size_divisibility)
-        self.box_coder = BoxCoder(tuple(float(w) for w in bbox_reg_weights))
-        self.smooth_l1_beta = float(smooth_l1_beta)
-        self.score_thresh_test = float(score_thresh_test)
-        self.nms_thresh_test = float(nms_thresh_test)
-        self.detections_per_image = int(detections_per_image)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
     @classmethod
     def detector_kwargs(cls, cfg) -> Dict:
-        """Constructor arguments of :class:`OneStepSearchBase` built from
-        ``MODEL.{BACKBONE, PERSON_SEARCH, PIXEL_MEAN, PIXEL_STD}`` (backbone, RPN on Part-1,
-        RoI sampler, normalisation and the ``ROI_HEADS`` box / inference settings).
+        """Constructor arguments of :class:`OneStepSearchBase` from
+        ``MODEL.{BACKBONE, PERSON_SEARCH, PIXEL_MEAN, PIXEL_STD}``: the backbone, the
+        :class:`PersonSearchDetector` (built once, on Part-1's shape) and the input settings.
 
         Raises:
             TypeError: ``MODEL.BACKBONE.NAME`` does not build a staged ResNet.
@@ -147,41 +134,15 @@ class OneStepSearchBase(nn.Module):
                 f"{cls._arch_name} needs build_resnet_backbone"
             )
         shape = backbone.stage_shape(ps.PART1_END)
-        rpn = build_rpn(
-            in_channels=shape.channels,
-            stride=shape.stride,
-            anchor_scales=ps.RPN.ANCHOR_SCALES,
-            aspect_ratios=ps.RPN.ASPECT_RATIOS,
-            head_conv_depth=ps.RPN.HEAD_CONV_DEPTH,
-            fg_iou_thresh=ps.RPN.FG_IOU_THRESH,
-            bg_iou_thresh=ps.RPN.BG_IOU_THRESH,
-            batch_size_per_image=ps.RPN.BATCH_SIZE_PER_IMAGE,
-            positive_fraction=ps.RPN.POSITIVE_FRACTION,
-            pre_nms_topk=(ps.RPN.PRE_NMS_TOPK_TRAIN, ps.RPN.PRE_NMS_TOPK_TEST),
-            post_nms_topk=(ps.RPN.POST_NMS_TOPK_TRAIN, ps.RPN.POST_NMS_TOPK_TEST),
-            nms_thresh=ps.RPN.NMS_THRESH,
-        )
-        roi = ps.ROI_HEADS
-        sampler = ProposalSampler(
-            batch_size_per_image=roi.BATCH_SIZE_PER_IMAGE,
-            positive_fraction=roi.POSITIVE_FRACTION,
-            fg_iou_thresh=roi.FG_IOU_THRESH,
-            bg_iou_thresh=roi.BG_IOU_THRESH,
-            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
-        )
         return dict(
             backbone=backbone,
-            rpn=rpn,
-            proposal_sampler=sampler,
+            detector=PersonSearchDetector.from_config(
+                cfg, in_channels=shape.channels, stride=shape.stride
+            ),
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
             pixel_std=cfg.MODEL.PIXEL_STD,
             part1_end=ps.PART1_END,
             size_divisibility=ps.SIZE_DIVISIBILITY,
-            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
-            smooth_l1_beta=roi.SMOOTH_L1_BETA,
-            score_thresh_test=roi.SCORE_THRESH_TEST,
-            nms_thresh_test=roi.NMS_THRESH_TEST,
-            detections_per_image=roi.DETECTIONS_PER_IMAGE,
         )
 
     @property
@@ -219,28 +180,8 @@ class OneStepSearchBase(nn.Module):
         class_logits: torch.Tensor,
         box_deltas: torch.Tensor,
     ) -> List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """:func:`postprocess_detections` of each image with this model's inference settings;
-        ``class_logits`` / ``box_deltas`` are concatenated over the images' proposals.
-
-        Returns:
-            Per image ``(boxes (K, 4) resized-image coordinates, scores (K,), keep (K,))``.
-        """
-        counts = [len(p) for p in proposals]
-        return [
-            postprocess_detections(
-                props,
-                lg,
-                dl,
-                size,
-                self.box_coder,
-                score_thresh=self.score_thresh_test,
-                nms_thresh=self.nms_thresh_test,
-                detections_per_image=self.detections_per_image,
-            )
-            for props, size, lg, dl in zip(
-                proposals, image_sizes, class_logits.split(counts), box_deltas.split(counts)
-            )
-        ]
+        """The detector's :meth:`PersonSearchDetector.postprocess` (inference settings)."""
+        return self.detector.postprocess(proposals, image_sizes, class_logits, box_deltas)
 
     def query_boxes(self, batched_inputs: List[Dict]) -> List[torch.Tensor]:
         """Each input's ``"query_box"`` (original coordinates) as a ``(1, 4)`` box in the
@@ -279,15 +220,7 @@ class OneStepSearchBase(nn.Module):
             "loss_rpn_cls": rpn_losses["loss_objectness"],
             "loss_rpn_reg": rpn_losses["loss_rpn_box_reg"],
         }
-        losses.update(
-            fast_rcnn_losses(
-                head_outputs[0],
-                head_outputs[1],
-                labels,
-                torch.cat([s.regression_targets for s in sampled]),
-                self.smooth_l1_beta,
-            )
-        )
+        losses.update(self.detector.fast_rcnn_losses(head_outputs[0], head_outputs[1], sampled))
         return DetectorTrainingPass(
             images, features, gt_boxes, gt_pids, proposals, sampled, labels, head_outputs, losses
         )

@@ -24,6 +24,7 @@ from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_sm
 
 __all__ = [
     "BACKGROUND_PID",
+    "PersonSearchDetector",
     "SampledRoIs",
     "ProposalSampler",
     "batch_scene_images",
@@ -302,3 +303,124 @@ def to_resized(boxes: torch.Tensor, x: Dict) -> torch.Tensor:
     """Boxes in original image coordinates -> the resized image."""
     sx, sy = scale_factors(x)
     return boxes * boxes.new_tensor([sx, sy, sx, sy])
+
+
+class PersonSearchDetector(nn.Module):
+    """The detector of the one-step person-search models (OIM*, TDN): the RPN on Part-1, the
+    RoI sampler of the detection branch, the box coder and Fast R-CNN loss beta, and the
+    inference post-processing settings, built once from ``MODEL.PERSON_SEARCH`` by
+    :meth:`from_config` and passed to a model as one argument (as detectron2 passes
+    ``roi_heads``). The RoI *head* stays with the model (TDN: 2 FC on Part-1; OIM*: Part-2).
+
+    Args (keyword-only):
+        rpn: torchvision ``RegionProposalNetwork`` on Part-1 features (:func:`build_rpn`).
+        proposal_sampler: :class:`ProposalSampler` of the detection branch's RoIs.
+        bbox_reg_weights: RoI box-coder weights; smooth_l1_beta: box-loss beta.
+        score_thresh_test, nms_thresh_test, detections_per_image: inference filtering.
+    """
+
+    def __init__(
+        self,
+        *,
+        rpn: RegionProposalNetwork,
+        proposal_sampler: ProposalSampler,
+        bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
+        smooth_l1_beta: float = 1.0 / 9,
+        score_thresh_test: float = 0.05,
+        nms_thresh_test: float = 0.4,
+        detections_per_image: int = 100,
+    ) -> None:
+        super().__init__()
+        self.rpn = rpn
+        self.proposal_sampler = proposal_sampler
+        self.box_coder = BoxCoder(tuple(float(w) for w in bbox_reg_weights))
+        self.smooth_l1_beta = float(smooth_l1_beta)
+        self.score_thresh_test = float(score_thresh_test)
+        self.nms_thresh_test = float(nms_thresh_test)
+        self.detections_per_image = int(detections_per_image)
+
+    @classmethod
+    def from_config(cls, cfg, *, in_channels: int, stride: int) -> "PersonSearchDetector":
+        """From ``MODEL.PERSON_SEARCH.{RPN, ROI_HEADS}`` for a Part-1 of ``in_channels``
+        channels and total ``stride``."""
+        ps = cfg.MODEL.PERSON_SEARCH
+        rpn = build_rpn(
+            in_channels=in_channels,
+            stride=stride,
+            anchor_scales=ps.RPN.ANCHOR_SCALES,
+            aspect_ratios=ps.RPN.ASPECT_RATIOS,
+            head_conv_depth=ps.RPN.HEAD_CONV_DEPTH,
+            fg_iou_thresh=ps.RPN.FG_IOU_THRESH,
+            bg_iou_thresh=ps.RPN.BG_IOU_THRESH,
+            batch_size_per_image=ps.RPN.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=ps.RPN.POSITIVE_FRACTION,
+            pre_nms_topk=(ps.RPN.PRE_NMS_TOPK_TRAIN, ps.RPN.PRE_NMS_TOPK_TEST),
+            post_nms_topk=(ps.RPN.POST_NMS_TOPK_TRAIN, ps.RPN.POST_NMS_TOPK_TEST),
+            nms_thresh=ps.RPN.NMS_THRESH,
+        )
+        roi = ps.ROI_HEADS
+        sampler = ProposalSampler(
+            batch_size_per_image=roi.BATCH_SIZE_PER_IMAGE,
+            positive_fraction=roi.POSITIVE_FRACTION,
+            fg_iou_thresh=roi.FG_IOU_THRESH,
+            bg_iou_thresh=roi.BG_IOU_THRESH,
+            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
+        )
+        return cls(
+            rpn=rpn,
+            proposal_sampler=sampler,
+            bbox_reg_weights=roi.BBOX_REG_WEIGHTS,
+            smooth_l1_beta=roi.SMOOTH_L1_BETA,
+            score_thresh_test=roi.SCORE_THRESH_TEST,
+            nms_thresh_test=roi.NMS_THRESH_TEST,
+            detections_per_image=roi.DETECTIONS_PER_IMAGE,
+        )
+
+    def fast_rcnn_losses(
+        self, class_logits: torch.Tensor, box_deltas: torch.Tensor, sampled: List[SampledRoIs]
+    ) -> Dict[str, torch.Tensor]:
+        """:func:`fast_rcnn_losses` of the sampled RoIs (concatenated over the images)."""
+        return fast_rcnn_losses(
+            class_logits,
+            box_deltas,
+            torch.cat([s.labels for s in sampled]),
+            torch.cat([s.regression_targets for s in sampled]),
+            self.smooth_l1_beta,
+        )
+
+    def postprocess(
+        self,
+        proposals: List[torch.Tensor],
+        image_sizes: List[Tuple[int, int]],
+        class_logits: torch.Tensor,
+        box_deltas: torch.Tensor,
+    ) -> List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:func:`postprocess_detections` of each image with the inference settings;
+        ``class_logits`` / ``box_deltas`` are concatenated over the images' proposals.
+
+        Returns:
+            Per image ``(boxes (K, 4) resized-image coordinates, scores (K,), keep (K,))``.
+        """
+        counts = [len(p) for p in proposals]
+        return [
+            postprocess_detections(
+                props,
+                lg,
+                dl,
+                size,
+                self.box_coder,
+                score_thresh=self.score_thresh_test,
+                nms_thresh=self.nms_thresh_test,
+                detections_per_image=self.detections_per_image,
+            )
+            for props, size, lg, dl in zip(
+                proposals, image_sizes, class_logits.split(counts), box_deltas.split(counts)
+            )
+        ]
+
+    def extra_repr(self) -> str:
+        return (
+            f"score_thresh_test={self.score_thresh_test}, nms_thresh_test="
+            f"{self.nms_thresh_test}, detections_per_image={self.detections_per_image}, "
+            f"smooth_l1_beta={self.smooth_l1_beta:.4g}, box_weights={self.box_coder.weights}"
+        )

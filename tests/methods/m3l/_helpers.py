@@ -9,10 +9,10 @@ import copy
 import torch
 
 from reid_plugins.config import add_all_configs, get_cfg
-from reid_plugins.methods.m3l import M3L, MetaBNHead
+from reid_plugins.methods.m3l import M3L, M3LMemoryLoss, MetaBNHead
 from reid_plugins.modeling.backbone import build_backbone
 from reid_plugins.modeling.heads import EmbeddingHead
-from reid_plugins.modeling.losses import MemoryLoss, TripletLoss
+from reid_plugins.modeling.losses import TripletLoss
 from reid_plugins.modeling.meta_arch import ReIDBaseline
 
 IDS, DOMAINS = 3, 3  # identities per domain, source domains
@@ -43,7 +43,7 @@ def tiny_m3l(*, seed=0, memory=True, triplet=True, **kw):
     backbone = build_backbone(cfg)
     mem = None
     if memory:
-        mem = MemoryLoss(num_pids_per_domain=[IDS] * DOMAINS, feat_dim=FEAT_DIM)
+        mem = M3LMemoryLoss(num_pids_per_domain=[IDS] * DOMAINS, feat_dim=FEAT_DIM)
         for d in range(DOMAINS):
             mem.initialize(d, torch.randn(IDS, FEAT_DIM), torch.arange(IDS))
     return M3L(
@@ -68,6 +68,8 @@ def baseline_twin(m3l):
         memory_loss=copy.deepcopy(m3l.memory_loss),
     )
     base.load_state_dict(m3l.state_dict())
+    # M3L's neck bias is trainable by default (the authors' code): train the twin's too
+    base.head.bottleneck.bias.requires_grad_(m3l.head.bottleneck.bias.requires_grad)
     return base
 
 

@@ -62,6 +62,9 @@ def test_switches_build_exactly_what_they_name(tiny_sets):
     assert isinstance(ref.triplet_loss, TripletLoss) and isinstance(ref.memory_loss, MemoryLoss)
     assert ref.memory_loss.num_pids_per_domain == [IDS, IDS + 1, IDS + 2]
     assert ref.classifiers is None and ref.ce_loss is None and ref.metabn
+    assert ref.memory_loss.update_rule == "sequential"  # the authors' code
+    mean_rule = build_model(_m3l_cfg(tiny_sets, MEMORY_UPDATE_RULE="mean"), PIDS)
+    assert mean_rule.memory_loss.update_rule == "mean"  # Eq. 2
     shapes = _param_shapes(ref)
 
     only_id = build_model(_m3l_cfg(tiny_sets, LOSSES=["id"]), PIDS)

@@ -62,7 +62,17 @@ class Quadratic(nn.Module):
         return {"loss_q": torch.stack(losses).mean()}
 
 
-def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0.5, sq=0.0):
+def _quadratic_step(
+    inner_optimizer,
+    first_order=False,
+    wd=0.1,
+    alpha=0.3,
+    eps=0.5,
+    sq=0.0,
+    outer="full",
+):
+    """One meta-iteration on :class:`Quadratic`; returns (gradient seen by the optimiser,
+    analytic first-order gradient, analytic second-order term) for the ``outer`` form."""
     model = Quadratic()
     opt = torch.optim.SGD([{"params": [model.theta], "lr": 0.0, "weight_decay": wd}], lr=0.0)
     data = [[{"domain": d}] for d in range(DOMAINS)]
@@ -77,6 +87,7 @@ def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0
         inner_eps=eps,
         inner_sq_eps=sq,
         first_order=first_order,
+        outer_gradient=outer,
         seed=4,
     )
     cap = GradCapture([model.theta])
@@ -88,7 +99,8 @@ def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0
     A, b = model.A[others].mean(0), model.b[others].mean(0)
     theta = model.theta.detach()
     g = A @ theta - b + wd * theta  # inner gradient with weight decay folded in
-    G = A + wd * torch.eye(3, dtype=torch.float64)  # its Jacobian d g / d theta
+    # its Jacobian d g / d theta; the authors' theta' adds wd * (detached copy of theta)
+    G = A + (wd if outer == "full" else 0.0) * torch.eye(3, dtype=torch.float64)
     if inner_optimizer == "sgd":
         step, dstep = alpha * g, alpha * torch.eye(3, dtype=torch.float64)
     else:  # fresh Adam: g / (R + eps) with R = sqrt(g^2 + sq / (1 - b2)) (= |g| for sq = 0)
@@ -97,21 +109,61 @@ def _quadratic_step(inner_optimizer, first_order=False, wd=0.1, alpha=0.3, eps=0
         dstep = alpha * torch.diag((sq / (1 - 0.999) + eps * R) / (R * (R + eps) ** 2))
     theta_p = theta - step
     r = theta_p - model.c[t]  # d L_mte / d theta'
-    first = A @ theta - b + r
-    second_term = -G @ dstep @ r  # (d theta'/d theta)^T r - r, i.e. the Hessian-vector part
+    # full: d theta'/d theta = I - dstep G, so L_mte gives r - G dstep r; authors: theta' is
+    # built on a detached copy, d theta'/d theta = -dstep G, only the second-order term.
+    first = A @ theta - b + (r if outer == "full" or first_order else 0.0)
+    second_term = -G @ dstep @ r  # the Hessian-vector part
     return cap.grads[0][0], first, second_term
 
 
+@pytest.mark.parametrize("outer", ["full", "authors"])
 @pytest.mark.parametrize("inner,sq", [("sgd", 0.0), ("adam", 0.0), ("adam", 1e-3)])
-def test_second_order_terms_reach_theta(inner, sq):
-    grad, first, second_term = _quadratic_step(inner, sq=sq)
+def test_second_order_terms_reach_theta(inner, sq, outer):
+    grad, first, second_term = _quadratic_step(inner, sq=sq, outer=outer)
     assert second_term.norm() > 0.01  # the Hessian-vector term is not negligible here
     torch.testing.assert_close(grad, first + second_term, rtol=1e-10, atol=1e-12)
     # a first-order implementation would give ``first`` and fail the assertion above
     assert (grad - first).norm() > 0.01
     # ... which is exactly what the FIRST_ORDER switch computes
-    grad_fo, first_fo, _ = _quadratic_step(inner, first_order=True, sq=sq)
+    grad_fo, first_fo, _ = _quadratic_step(inner, first_order=True, sq=sq, outer=outer)
     torch.testing.assert_close(grad_fo, first_fo, rtol=1e-10, atol=1e-12)
+
+
+def test_authors_outer_gradient_drops_exactly_the_first_order_term_of_l_mte():
+    """OUTER_GRADIENT authors on the quadratic model (exact-Adam inner step, wd 0.1) equals
+    the gradient of L_mtr(theta) + L_mte(sg(theta) - alpha * Adam(g(theta) + wd sg(theta))),
+    restated in closed form and differentiated by torch.func and by finite differences."""
+    alpha, eps, wd = 0.3, 0.5, 0.1
+    g_full, _, _ = _quadratic_step("adam", wd=wd, alpha=alpha, eps=eps, outer="full")
+    g_auth, first_auth, second_auth = _quadratic_step(
+        "adam", wd=wd, alpha=alpha, eps=eps, outer="authors"
+    )
+    # independent restatement: L_mte(theta') with theta' = sg(theta) - alpha * Adam(g(theta))
+    # differentiated by torch.func on the closed form of the quadratic model
+    model = Quadratic()
+    t = choose_meta_test_domain(DOMAINS, 4, 0)
+    others = [d for d in range(DOMAINS) if d != t]
+    A, b, c = model.A[others].mean(0), model.b[others].mean(0), model.c[t]
+    theta0 = model.theta.detach()
+
+    def meta_objective(theta):
+        g = A @ theta - b + wd * theta0  # weight decay on the detached copy
+        theta_p = theta0 - alpha * g / (g.abs() + eps)
+        return 0.5 * theta @ A @ theta - b @ theta + 0.5 * (theta_p - c).pow(2).sum()
+
+    expected = torch.func.grad(meta_objective)(theta0)
+    torch.testing.assert_close(g_auth, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(g_auth, first_auth + second_auth, rtol=1e-10, atol=1e-12)
+    # finite differences of the same objective agree too
+    h = 1e-6
+    fd = torch.stack(
+        [
+            (meta_objective(theta0 + h * e) - meta_objective(theta0 - h * e)) / (2 * h)
+            for e in torch.eye(3, dtype=torch.float64)
+        ]
+    )
+    torch.testing.assert_close(g_auth, fd, rtol=1e-6, atol=1e-8)
+    assert (g_full - g_auth).norm() > 0.1  # the switch changes the gradient
 
 
 class SmoothBackbone(nn.Module):
@@ -161,6 +213,7 @@ def test_meta_gradient_of_m3l_matches_finite_differences():
         base_lr=1.0,
         inner_lr_follows_schedule=False,
         memory_update="batch",
+        outer_gradient="full",  # the derivative of the objective evaluated below
         seed=1,
     )
     names, params = tr.trainable()
@@ -192,6 +245,20 @@ def test_meta_gradient_of_m3l_matches_finite_differences():
     objective(base)
     first = sum((gi * vi).sum() for gi, vi in zip(cap.grads[-1], v)).item()
     assert abs(first - numeric) > 100 * abs(analytic - numeric) + 1e-6
+    grad_fo = cap.grads[-1]  # dL_mtr/dtheta + dL_mte/dtheta' at theta'
+    # OUTER_GRADIENT authors = full minus exactly the first-order term dL_mte/dtheta'
+    tr.first_order, tr.outer_gradient = False, "authors"
+    objective(base)
+    grad_authors = cap.grads[-1]
+    t = tr.last_meta_test_domain
+    l_mtr = sum(model([data[d] for d in range(DOMAINS) if d != t], stage="meta_train").values())
+    g_mtr = torch.autograd.grad(l_mtr, params, allow_unused=True)
+    for ga, gf, gfo, gm in zip(grad_authors, grad, grad_fo, g_mtr):
+        # parameters L_mtr does not use (the meta-test domain's classifier) keep theta itself
+        expected = gf if gm is None else gf - (gfo - gm)
+        torch.testing.assert_close(ga, expected, rtol=1e-7, atol=1e-10)
+    diff = sum(((ga - gf) ** 2).sum() for ga, gf in zip(grad_authors, grad)) ** 0.5
+    assert diff > 1e-3
 
 
 def test_exact_adam_keeps_second_order_graph_finite_for_zero_gradients():

@@ -77,7 +77,8 @@ def test_meta_test_mix_equations_with_fixed_lambda_and_z():
         zs[len(seen)] = torch.randn(n, mean.shape[0], generator=g)
         return zs[len(seen)]
 
-    bn = _bn(lam_sampler=lambda: lam, z_sampler=z_sampler)
+    # the paper's reading: sigma = std, one lambda per mix (the lambda draws are fixed here)
+    bn = _bn(lam_sampler=lambda: lam, z_sampler=z_sampler, sample_scale="std")
     d0, d1 = torch.randn(6, 3) + 2, torch.randn(6, 3) * 0.5 - 1
     bn.set_mode("meta_train")
     bn(d0), bn(d1)
@@ -122,10 +123,13 @@ def test_sample_scale_var_mode_uses_variance_as_scale():
 
 def test_default_samplers_follow_the_distributions():
     torch.manual_seed(0)
-    bn = MetaBatchNorm1d(num_features=2)
+    bn = MetaBatchNorm1d(num_features=2)  # default = authors: the variance is the scale
+    assert bn.sample_scale == "var" and bn.lambda_mode == "shared"
     mean, var = torch.tensor([1.0, -2.0]), torch.tensor([4.0, 0.25])
-    z = bn.sample_z(mean, var, 20000)
-    torch.testing.assert_close(z.mean(0), mean, atol=0.05, rtol=0)
+    z = bn.sample_z(mean, var, 20000)  # s.e. of the mean: 4 / sqrt(20000) = 0.028
+    torch.testing.assert_close(z.mean(0), mean, atol=0.12, rtol=0)
+    torch.testing.assert_close(z.std(0), var, atol=0.1, rtol=0)
+    z = MetaBatchNorm1d(num_features=2, sample_scale="std").sample_z(mean, var, 20000)
     torch.testing.assert_close(z.std(0), var.sqrt(), atol=0.05, rtol=0)
     lams = torch.tensor([bn.sample_lambda() for _ in range(400)])
     assert 0 <= lams.min() and lams.max() <= 1
@@ -167,13 +171,49 @@ def test_metabn_head_from_config():
     cfg.MODEL.HEADS.NAME = "MetaBNHead"
     cfg.MODEL.HEADS.BN_SPLIT = 3
     cfg.MODEL.HEADS.CLS_LAYER = "none"
-    cfg.MODEL.M3L.METABN_SAMPLE_SCALE = "var"
-    head = build_reid_head(cfg, feat_dim=8, num_classes=0)
+    head = build_reid_head(cfg, feat_dim=8, num_classes=0)  # defaults = the authors' code
     assert isinstance(head, MetaBNHead) and isinstance(head.bottleneck, MetaBatchNorm1d)
     assert head.bottleneck.split == 3 and head.bottleneck.sample_scale == "var"
+    assert head.bottleneck.lambda_mode == "shared"
+    assert head.bottleneck.bias.requires_grad and head.bottleneck.weight.requires_grad
+    cfg.MODEL.M3L.METABN_SAMPLE_SCALE = "std"
+    cfg.MODEL.M3L.METABN_LAMBDA = "per_domain"
+    cfg.MODEL.M3L.NECK_BIAS_TRAINABLE = False  # the BNNeck's frozen bias
+    head = build_reid_head(cfg, feat_dim=8, num_classes=0)
+    assert head.bottleneck.sample_scale == "std" and head.bottleneck.lambda_mode == "per_domain"
     assert not head.bottleneck.bias.requires_grad and head.bottleneck.weight.requires_grad
     out = head(torch.randn(5, 8, 2, 1))
     assert out["pre_bn"].shape == (5, 8) and out["post_bn"].shape == (5, 8)
     cfg.MODEL.HEADS.NECK = "none"
     with pytest.raises(ValueError, match="NECK"):
         build_reid_head(cfg, feat_dim=8, num_classes=0)
+
+
+def test_lambda_shared_by_all_mixes_or_drawn_per_domain():
+    """METABN_LAMBDA: "shared" (authors) draws one lambda per meta-test pass and uses it for
+    every mix; "per_domain" draws one per mix. Same z for both: only the mixes' lambdas
+    differ, and each output equals Eq. 6-7 with the lambda it was given."""
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(5))
+    d0, d1, f_t = torch.randn(6, 3) + 2, torch.randn(6, 3) - 1, torch.randn(4, 3)
+    outs = {}
+    for mode in ("shared", "per_domain"):
+        draws = iter([0.2, 0.7, 0.9])
+        used = []
+        bn = _bn(
+            lambda_mode=mode,
+            lam_sampler=lambda: used.append(next(draws)) or used[-1],
+            z_sampler=lambda m, s, n: z[:n],
+        )
+        bn.set_mode("meta_train")
+        bn(d0), bn(d1)
+        bn.set_mode("meta_test")
+        outs[mode] = bn(f_t)
+        lams = [0.2, 0.2] if mode == "shared" else [0.2, 0.7]
+        assert used == ([0.2] if mode == "shared" else [0.2, 0.7])
+        for k, lam in enumerate(lams):
+            expected = _own_stats_bn(lam * f_t + (1 - lam) * z, bn.weight, bn.bias)
+            torch.testing.assert_close(outs[mode][k], expected)
+    torch.testing.assert_close(outs["shared"][0], outs["per_domain"][0])
+    assert not torch.allclose(outs["shared"][1], outs["per_domain"][1])
+    with pytest.raises(ValueError, match="METABN_LAMBDA"):
+        MetaBatchNorm1d(num_features=3, lambda_mode="bad")

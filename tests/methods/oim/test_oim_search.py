@@ -258,7 +258,7 @@ def test_detection_loss_falls_when_overfitting_one_batch():
 def test_constructor_checks():
     model = _model()
     kw = dict(
-        backbone=model.backbone, rpn=model.rpn, proposal_sampler=model.proposal_sampler,
+        backbone=model.backbone, detector=model.detector,
         oim_loss=model.oim_loss, pixel_mean=[0, 0, 0], pixel_std=[1, 1, 1],
     )  # fmt: skip
     with pytest.raises(ValueError, match="PART1_END"):

@@ -32,6 +32,9 @@ from tests._person_search_helpers import (
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
+#: the gt-and-proposals RoI switch, for tests of other parts that need person RoIs in every step
+GT_ROIS = {"MODEL.TDN.REID.TRAIN_ROIS": "gt_and_proposals"}
+
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
 
@@ -92,28 +95,80 @@ def test_part2_runs_only_on_final_detections_at_inference():
     # boxes of the second input are in its original (2x larger) coordinates
     assert float(out[1]["boxes"][:, 2].max()) > 90
     # score threshold 0.5: only boxes scoring >= 0.5 reach Part-2
-    model.score_thresh_test = 0.5
+    model.detector.score_thresh_test = 0.5
     part2.shapes.clear()
     out = model(scene_inputs())
     kept = sum(len(o["boxes"]) for o in out)
     assert part2.total == kept and all(bool((o["scores"] >= 0.5).all()) for o in out)
 
 
-def test_part2_training_rois_are_gt_plus_matched_proposals():
-    model = _model(teacher=False, **{"MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 2}).train()
+def test_gt_and_proposals_switch_gives_gt_plus_matched_proposals():
+    model = _model(teacher=False, **{"MODEL.TDN.REID.TRAIN_ROIS": "gt_and_proposals",
+                                     "MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 2}).train()  # fmt: skip
     part2 = InputShapes(model.backbone.res4)
+    model.training_detections = None  # this switch never asks for the detections
     model(scene_inputs())
     # 3 ground-truth boxes + at most 2 matched proposals per image, never the 64 sampled RoIs
     assert len(part2.shapes) == 1 and 3 <= part2.total <= 3 + 2 * 2
     gt = [torch.tensor([[10.0, 8.0, 30.0, 60.0]]), torch.tensor([[0.0, 0.0, 8.0, 8.0]])]
     props = [torch.tensor([[11.0, 9.0, 30.0, 59.0], [60.0, 40.0, 90.0, 60.0]]), torch.zeros(0, 4)]
-    boxes, pids = model.reid_training_rois(props, gt, [torch.tensor([-1]), torch.tensor([4])])
+    boxes, pids = model.gt_and_proposal_rois(props, gt, [torch.tensor([-1]), torch.tensor([4])])
     assert [len(b) for b in boxes] == [2, 1]
     assert pids.tolist() == [-1, -1, 4]  # the matched proposal inherits the unlabelled pid
 
 
+def test_default_training_rois_are_the_detections_matched_to_persons():
+    model = _model(teacher=False).train()
+    assert model.train_rois == "detections" and model.train_detection_iou == 0.5
+    # matching by hand: person A (labelled 0) at x 10..30, person B (unlabelled) at 50..70
+    gt = [torch.tensor([[10.0, 8.0, 30.0, 60.0], [50.0, 4.0, 70.0, 50.0]]), torch.zeros(0, 4)]
+    dets = [
+        torch.tensor([
+            [10.0, 8.0, 30.0, 60.0],   # A exactly -> 0
+            [12.0, 8.0, 32.0, 60.0],   # A, IoU 18/22 = 0.82 -> 0 (duplicates both kept)
+            [50.0, 4.0, 70.0, 30.0],   # B, IoU 26/46 = 0.565 -> -1 (unlabelled)
+            [50.0, 4.0, 70.0, 20.0],   # B, IoU 16/46 = 0.348 -> background, dropped
+            [80.0, 0.0, 90.0, 10.0],   # nobody -> dropped
+        ]),  # fmt: skip
+        torch.tensor([[0.0, 0.0, 5.0, 5.0]]),  # an image without persons -> nothing
+    ]
+    boxes, pids = model.detection_rois(dets, gt, [torch.tensor([0, -1]), torch.zeros(0).long()])
+    assert [len(b) for b in boxes] == [3, 0] and pids.tolist() == [0, 0, -1]
+    torch.testing.assert_close(boxes[0], dets[0][:3])
+    # in forward, Part-2 sees exactly the matched detections (no gt box, no sampled RoI)
+    inputs = scene_inputs()
+    fixed = [dets[0], torch.tensor([[20.0, 10.0, 40.0, 55.0], [0.0, 0.0, 4.0, 4.0]])]
+    model.training_detections = lambda images, features, proposals: fixed
+    seen = []
+    real = model.reid_losses
+    model.reid_losses = lambda im, f, b, p: seen.append((b, p)) or real(im, f, b, p)
+    losses = model(inputs)
+    ((b, p),) = seen
+    torch.testing.assert_close(b[0], dets[0][:3])
+    torch.testing.assert_close(b[1], fixed[1][:1])
+    assert p.tolist() == [0, 0, -1, 3] and "loss_reid_ce" in losses
+    # no person detected: the re-ID losses are zero but present (stable loss keys)
+    model.training_detections = lambda images, features, proposals: [torch.zeros(0, 4)] * 2
+    losses = model(inputs)
+    assert float(losses["loss_reid_ce"].detach()) == 0.0
+
+
+def test_training_detections_equal_inference_detections():
+    model = _model(teacher=False).eval()
+    inputs = scene_inputs()
+    images = model.preprocess(inputs)
+    features = model.part1(images.tensors)
+    proposals, _ = model.rpn(images, {"part1": features})
+    expected = [b for b, _ in model.detect(images, features)]
+    got = model.training_detections(images, features, proposals)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e)
+    with pytest.raises(ValueError, match="TRAIN_ROIS"):
+        _model(teacher=False, **{"MODEL.TDN.REID.TRAIN_ROIS": "gt"})
+
+
 def test_ktb_crops_are_256x128_and_its_weights_are_not_shared():
-    model = _model(teacher=False, ktb_size=(256, 128)).train()
+    model = _model(teacher=False, ktb_size=(256, 128), **GT_ROIS).train()
     ktb_in = InputShapes(model.ktb.part1[0])
     losses = model(scene_inputs())
     assert len(ktb_in.shapes) == 1 and tuple(ktb_in.shapes[0][1:]) == (3, 256, 128)
@@ -149,7 +204,7 @@ def test_ktb_crop_is_roi_align_of_the_image():
 
 # --------------------------------------------------------------------------- teacher
 def test_teacher_frozen_in_eval_mode_without_gradient_and_outside_the_student():
-    model = _model(**{"MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 0})
+    model = _model(**GT_ROIS, **{"MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 0})
     teacher = model.teacher
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     model.train()
@@ -170,7 +225,7 @@ def test_teacher_frozen_in_eval_mode_without_gradient_and_outside_the_student():
 
 
 def test_teacher_loss_is_eq2_on_all_rois_and_ce_on_labelled_only():
-    model = _model(**{"MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 0}).train()
+    model = _model(**GT_ROIS, **{"MODEL.TDN.REID.TRAIN_PROPOSALS_PER_IMAGE": 0}).train()
     model.set_teacher_weight(2.5)
     inputs = scene_inputs()
     torch.manual_seed(5)
@@ -205,10 +260,14 @@ def test_teacher_from_config_file_and_checkpoint(tmp_path):
     cfg = _cfg(**{"MODEL.TDN.TEACHER.ENABLED": True,
                   "MODEL.TDN.TEACHER.CONFIG_FILE": str(teacher_yaml),
                   "MODEL.TDN.TEACHER.WEIGHTS": str(tmp_path / "teacher.pth")})  # fmt: skip
-    model = build_model(cfg)
+    assert build_model(cfg).teacher is None  # inference model: the teacher is never built
+    model = TDNTrainer.build_model(cfg, [6])  # training model: the trainer attaches it
     assert isinstance(model.teacher, ReIDBaseline) and model.teacher_input_size == (32, 16)
-    for k, v in teacher.state_dict().items():
-        torch.testing.assert_close(model.teacher.state_dict()[k], v)
+    assert (
+        getattr(model.teacher.head, "classifier", None) is None
+    )  # built as an inference model of its config
+    for k, v in model.teacher.state_dict().items():
+        torch.testing.assert_close(v, teacher.state_dict()[k])
     assert not any("teacher" in k for k in model.state_dict())
     # a teacher of another feature size needs the projection
     teacher_yaml.write_text(teacher_yaml.read_text().replace("BASE_WIDTH: 8", "BASE_WIDTH: 4"))
@@ -221,13 +280,15 @@ def test_teacher_from_config_file_and_checkpoint(tmp_path):
     )
     Checkpointer(small, str(tmp_path)).save("teacher")
     with pytest.raises(ValueError, match="PROJECTION"):
-        build_model(cfg)
+        TDNTrainer.build_model(cfg, [6])
     cfg.MODEL.TDN.TEACHER.PROJECTION = True
-    model = build_model(cfg)
+    model = TDNTrainer.build_model(cfg, [6])
     assert model.projection.out_features == 32
+    assert any(p is model.projection.weight for p in model.parameters())  # trained
     cfg.MODEL.TDN.TEACHER.WEIGHTS = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="TEACHER.WEIGHTS"):
-        build_model(cfg)
+        TDNTrainer.build_model(cfg, [6])
+    assert build_model(cfg).teacher is None  # a missing teacher never bothers inference
 
 
 # --------------------------------------------------------------------------- w(epoch)
@@ -260,7 +321,7 @@ def test_teacher_weight_eq4_and_hook():
 
 # --------------------------------------------------------------------------- training
 def test_one_training_step_finite_and_loss_falls():
-    model = _model().train()
+    model = _model(**GT_ROIS).train()
     inputs = scene_inputs()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.02, momentum=0.9)
     torch.manual_seed(0)
@@ -291,6 +352,7 @@ class _ToyTDN(TDN):
         return images
 
     def detect(self, images, features):
+        self.detected_images = getattr(self, "detected_images", 0) + len(self._widths)
         out = []
         for w in self._widths:
             boxes = torch.tensor(self.toy[w][0], dtype=torch.float32)
@@ -349,15 +411,20 @@ def test_rcp_through_the_tdn_test_path(tmp_path):
 
     def run(rcp, b=0.3, lam=0.5):
         cfg.TEST.SEARCH.RCP.ENABLED, cfg.TEST.SEARCH.RCP.B, cfg.TEST.SEARCH.RCP.LAMBDA = rcp, b, lam
+        model.detected_images = 0
         return TDNTrainer.test(cfg, model)["search"]
 
+    assert model.query_context is False  # built with RCP off: no detector in the query pass
     plain = run(False)
+    assert model.detected_images == 2  # the two gallery images only, not the query image
     assert plain["top-1"] == 0.0 and plain["mAP"] == pytest.approx(50.0)  # distractor first
     helped = run(True)  # context found with sim 0.8 >= b: 0.6 + 0.5 * 0.6 * 0.8 = 0.84 > 0.7
+    assert model.detected_images == 3 and model.query_context is False  # + the query image
     assert helped["top-1"] == 100.0 and helped["mAP"] == pytest.approx(100.0)
     strict = run(True, b=0.9)  # threshold not met: no context score, ranking unchanged
     assert strict["top-1"] == 0.0 and strict["mAP"] == pytest.approx(50.0)
     # the query pass returns the query image's detections (the context persons)
+    model.query_context = True
     q = model.extract_query([{"image": torch.full((3, 64, 96), 100.0), "height": 64, "width": 96,
                               "query_box": [10, 5, 30, 60], "image_id": "q.jpg"}])[0]  # fmt: skip
     assert set(q) == {"query_feature", "boxes", "scores", "features"} and len(q["boxes"]) == 2

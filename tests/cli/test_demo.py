@@ -1,6 +1,7 @@
-"""tools/demo.py: person search over a folder and a video with a tiny fake model honouring the
-evaluator contract (boxes in original coordinates, query box rescaled by the model), and ReID
-ranking of crops with a tiny ReIDBaseline, both through the command line."""
+"""reid_plugins/cli/demo.py (tools/demo.py): person search over a folder and a video with a
+tiny fake model honouring the evaluator contract (boxes in original coordinates, query box
+rescaled by the model), and ReID ranking of crops with a tiny ReIDBaseline, both through the
+command line."""
 
 import json
 import os

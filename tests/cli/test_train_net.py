@@ -1,4 +1,5 @@
-"""tools/train_net.py end to end on a tiny synthetic multi-domain benchmark."""
+"""reid_plugins/cli/train_net.py (tools/train_net.py) end to end on a tiny synthetic
+multi-domain benchmark."""
 
 import json
 import os
@@ -97,17 +98,47 @@ def test_train_resume_and_eval_only(tiny_synthetic, tmp_path, monkeypatch):
     assert ev["reid"]["mAP"] == pytest.approx(reid["mAP"], abs=1e-6)
 
 
-def test_unknown_override_is_a_clear_error(tiny_synthetic, monkeypatch):
-    from reid_plugins.config import ConfigError
+def test_unimportable_plugin_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    """``--plugin`` / ``PLUGINS`` / ``$REID_PLUGINS`` naming a missing module: one line on
+    stderr naming it and where it was listed, exit status 2, nothing built."""
+    from reid_plugins.cli import train_net
 
-    train_net = _load_train_net()
-    args = train_net.default_argument_parser().parse_args(
-        [
-            "--config-file",
-            os.path.join(REPO, "projects", "baseline", "synthetic_dg.yaml"),
-            "SOLVER.BASE_LRR",
-            "0.1",
-        ]
-    )
-    with pytest.raises(ConfigError, match="SOLVER.BASE_LRR"):
-        train_net.setup(args)
+    monkeypatch.delenv("REID_PLUGINS", raising=False)
+    monkeypatch.delenv("REID_DEBUG", raising=False)
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("PLUGINS: [no_such_plugin_b]\n")
+    cases = [
+        (["--plugin", "no_such_plugin_a"], {}, "(from --plugin)"),
+        (["--config-file", str(cfg_file)], {}, f"(from PLUGINS in '{cfg_file}')"),
+        ([], {"REID_PLUGINS": "no_such_plugin_c"}, "(from $REID_PLUGINS)"),
+    ]
+    for argv, env, where in cases:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        with pytest.raises(SystemExit) as e:
+            train_net.run(argv + ["OUTPUT_DIR", str(tmp_path / "out")])
+        assert e.value.code == 2
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert len(err) == 1 and err[0].startswith("ERROR: cannot import plugin 'no_such_plugin_")
+        assert where in err[0] and "ModuleNotFoundError" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_scripts_are_the_tools():
+    """``[project.scripts]`` name each ``reid_plugins.cli`` module's ``run`` (=
+    ``run_cli(command)``); the ``tools/<name>.py`` wrappers run the same ``command``."""
+    import importlib
+    import re
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    assert {"reid-train", "reid-demo", "reid-export", "reid-check-dataset"} <= set(scripts)
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        assert func == "run" and callable(getattr(importlib.import_module(module), func)), name
+        tool = os.path.join(REPO, "tools", module.rsplit(".", 1)[1] + ".py")
+        with open(tool) as f:
+            text = f.read()
+        assert re.search(rf"from {re.escape(module)} import command\b", text), tool
+        assert "run_cli(command)" in text, tool

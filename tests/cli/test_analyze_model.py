@@ -1,4 +1,5 @@
-"""tools/analyze_model.py: TDN Table VII FLOPs per component at the paper's sizes."""
+"""reid_plugins/cli/analyze_model.py (tools/analyze_model.py): TDN Table VII FLOPs per
+component at the paper's sizes."""
 
 import os
 

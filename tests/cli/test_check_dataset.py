@@ -1,5 +1,6 @@
-"""tools/check_dataset.py: the statistics table of a dataset in place, or what is missing
-(issue 15.6); train_net without data names the missing file, README and tool."""
+"""reid_plugins/cli/check_dataset.py (tools/check_dataset.py): the statistics table of a
+dataset in place, or what is missing (issue 15.6); train_net without data names the missing
+file, README and tool."""
 
 import os
 
@@ -120,6 +121,20 @@ def test_train_net_without_prw_names_file_readme_and_tool(root):
         train_net.main(args)
     assert str(e.value) == (
         f"Dataset 'prw_train': expected annotation file '{root / 'prw' / 'frame_train.mat'}' "
-        "does not exist. See datasets/README.md (PRW); check with: python "
-        "tools/check_dataset.py prw_train"
+        f"does not exist (datasets are read under $REID_DATASETS, now '{root}'). See "
+        "datasets/README.md (PRW); check with: python tools/check_dataset.py prw_train"
     )
+
+
+def test_all_lists_every_registered_name(tool, root, capsys):
+    _market(root)
+    assert tool.main(["--all"]) == 1  # most datasets are missing
+    lines = capsys.readouterr().out.splitlines()
+    by_name = {ln.split()[0]: ln for ln in lines}
+    from reid_plugins.data.catalog import DatasetCatalog
+
+    assert set(by_name) == set(DatasetCatalog.list())
+    assert by_name["market1501_train"].split()[1:] == ["ok,", "3", "records"]
+    assert by_name["market1501_test"].split()[1:] == ["ok,", "3", "records"]
+    assert f"MISSING {root / 'prw' / 'frames'} (+2 more)" in by_name["prw_train"]
+    assert "generated on first use" in by_name["synthetic_reid_synA_train"]
