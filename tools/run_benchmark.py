@@ -405,7 +405,8 @@ def worker_loop() -> int:
             sys.stdout.flush(), sys.stderr.flush()
             os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
             try:
-                train_net.main(default_argument_parser().parse_args(job["args"]))
+                # --overwrite: a run is only redone when it has no benchmark_done.json
+                train_net.main(default_argument_parser().parse_args(["--overwrite"] + job["args"]))
             except BaseException:  # noqa: BLE001 - recorded, the next job runs
                 traceback.print_exc()
                 rc = 1
