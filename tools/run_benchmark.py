@@ -48,10 +48,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from reid_plugins.utils.env import setup_environment  # noqa: E402
+
+setup_environment()  # before numpy / torch are imported (OMP_WAIT_POLICY=PASSIVE unless set)
+
+import numpy as np  # noqa: E402
 
 DOMAINS = ("synA", "synB", "synC", "synD")
 ITER_KEYS = ("SOLVER.WARMUP_ITERS", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.ITERS_PER_EPOCH")
@@ -773,4 +777,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -43,7 +43,8 @@ def test_every_synthetic_config_is_covered():
         for f in files
         if "synthetic" in f and f.endswith(".yaml")
     )
-    assert found == sorted(OLD["configs"])
+    # every synthetic config of f558bff still exists (configs added since have no old checkpoints)
+    assert set(OLD["configs"]) <= set(found)
     metas = {c["meta_architecture"] for c in OLD["configs"].values()}
     assert metas == {"ReIDBaseline", "M3L", "GMN", "OIMSearch", "TDN"}
 
