@@ -96,13 +96,10 @@ class M3LMemoryLoss(MemoryLoss):
     @classmethod
     def from_config(cls, cfg, *, num_pids_per_domain: Sequence[int], feat_dim: int):
         """``MODEL.LOSSES.MEMORY.{MOMENTUM, TEMP, WEIGHT}`` and ``MODEL.M3L.MEMORY_UPDATE_RULE``."""
-        c = cfg.MODEL.LOSSES.MEMORY
-        return cls(
+        return super().from_config(
+            cfg,
             num_pids_per_domain=num_pids_per_domain,
             feat_dim=feat_dim,
-            momentum=c.MOMENTUM,
-            temperature=c.TEMP,
-            weight=c.WEIGHT,
             update_rule=cfg.MODEL.M3L.MEMORY_UPDATE_RULE,
         )
 

@@ -291,8 +291,9 @@ class MemoryLoss(MemoryBank):
         self.weight = float(weight)
 
     @classmethod
-    def from_config(cls, cfg, *, num_pids_per_domain: Sequence[int], feat_dim: int):
-        """Build from ``MODEL.LOSSES.MEMORY.{MOMENTUM, TEMP, WEIGHT}``."""
+    def from_config(cls, cfg, *, num_pids_per_domain: Sequence[int], feat_dim: int, **kwargs):
+        """Build from ``MODEL.LOSSES.MEMORY.{MOMENTUM, TEMP, WEIGHT}``; ``kwargs`` go to the
+        constructor unchanged (what a subclass adds)."""
         c = cfg.MODEL.LOSSES.MEMORY
         return cls(
             num_pids_per_domain=num_pids_per_domain,
@@ -300,6 +301,7 @@ class MemoryLoss(MemoryBank):
             momentum=c.MOMENTUM,
             temperature=c.TEMP,
             weight=c.WEIGHT,
+            **kwargs,
         )
 
     def forward(self, features: torch.Tensor, pids: torch.Tensor, domain: int) -> torch.Tensor:
