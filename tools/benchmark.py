@@ -114,12 +114,18 @@ def _sync(device: str) -> None:
 
 
 @torch.no_grad()
-def time_pass(model, images: List[Dict], batch_size: int, device: str):
-    """``(wall seconds, process CPU seconds)`` of one inference pass over ``images``."""
+def time_pass(model, images: List[Dict], batch_size: int, device: str, amp: bool = False):
+    """``(wall seconds, process CPU seconds)`` of one inference pass over ``images``
+    (``amp``: under autocast, bfloat16 on CPU and float16 on CUDA)."""
+    import contextlib
+
+    dtype = torch.bfloat16 if device == "cpu" else torch.float16
+    ctx = torch.autocast(device.split(":")[0], dtype=dtype) if amp else contextlib.nullcontext()
     _sync(device)
     w, c = time.perf_counter(), time.process_time()
     for i in range(0, len(images), batch_size):
-        model(images[i : i + batch_size])
+        with ctx:
+            model(images[i : i + batch_size])
     _sync(device)
     return time.perf_counter() - w, time.process_time() - c
 
@@ -152,6 +158,11 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     parser.add_argument("--dataset", default="", help="registered scene set for real images")
     parser.add_argument("--json", default="")
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="both models under autocast (bfloat16 on CPU, float16 on CUDA) and channels-last",
+    )
     args = parser.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -163,10 +174,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         "TDN": build(args.tdn_config, args.tdn_weights, args, True),
         "OIM*": build(args.oim_config, args.oim_weights, args, False),
     }
+    if args.amp:
+        models = {k: m.to(memory_format=torch.channels_last) for k, m in models.items()}
     counters = {k: _Part2Counter(m.backbone.res4) for k, m in models.items()}
     for _ in range(args.warmup):
         for m in models.values():
-            time_pass(m, images, args.batch_size, args.device)
+            time_pass(m, images, args.batch_size, args.device, args.amp)
     for c in counters.values():
         c.count = 0
     walls: Dict[str, List[float]] = {k: [] for k in models}
@@ -174,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     for r in range(args.repeats):
         order = list(models) if r % 2 == 0 else list(reversed(list(models)))
         for k in order:
-            wall, cpu = time_pass(models[k], images, args.batch_size, args.device)
+            wall, cpu = time_pass(models[k], images, args.batch_size, args.device, args.amp)
             walls[k].append(wall)
             cpus[k].append(cpu)
             print(
@@ -184,6 +197,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     result = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
         "threads": torch.get_num_threads(),
+        "amp": bool(args.amp),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "image_size": [args.height, args.width],
         "images": n,
@@ -201,7 +215,8 @@ def main(argv: Optional[List[str]] = None) -> Dict:
         }
     tdn, oim = result["models"]["TDN"], result["models"]["OIM*"]
     result["speedup"] = tdn["images_per_s"] / oim["images_per_s"]
-    print(f"\nInference speed on {result['device']} ({result['threads']} threads), "
+    print(f"\nInference speed on {result['device']} ({result['threads']} threads"
+          f"{', autocast + channels-last' if args.amp else ', float32'}), "
           f"{args.width}x{args.height}, {n} images x {args.repeats} repeats (median)")  # fmt: skip
     print(
         f"{'model':<6} {'images/s':>9} {'s/image':>8} {'CPU s/image':>12} {'Part-2 RoIs/image':>18}"

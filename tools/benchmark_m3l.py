@@ -86,6 +86,9 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=5, help="timed iterations per variant")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations per variant")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--channels-last", action="store_true", help="model in channels-last (all variants)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     p.add_argument("--phases", action="store_true", help="also time the parts of an iteration")
@@ -118,6 +121,8 @@ def build(args, variant: str):
         triplet_loss=TripletLoss(margin=0.3),
         memory_loss=memory,
     ).to(args.device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     gen = torch.Generator().manual_seed(1)
     batches = [

@@ -25,6 +25,13 @@ Rows (``--rows`` selects by key or group ``dg`` / ``search``):
   ``tdn_teacher_only``, ``tdn_ktb_only``, ``tdn``, ``tdn_rcp`` (the ``tdn`` checkpoint
   evaluated with RCP); the teacher is trained once per seed.
 
+Hyperparameters are chosen without the test sets (``--validation``): the data are drawn at
+another data seed (``--data-seed`` + 1000: new identities, images and scenes from the same
+generators), each DG fold trains on two of its three sources and is evaluated on the third
+(the target domain is never used), person search trains and evaluates on the validation
+draw's scenes; ``--choose KEY V1 V2 ...`` runs every selected row once per value and reports
+the best value with paired differences.
+
 A row whose override key is not in the config tree (e.g. a switch another branch adds) is
 reported as skipped. Data are generated once into ``--data-root`` under a folder keyed on the
 generator versions and parameters; finished runs are reused (delete ``--out`` to redo).
@@ -34,6 +41,8 @@ Examples::
     python tools/run_benchmark.py --quick                    # < 10 min on 2 cores
     python tools/run_benchmark.py                            # full: 5 seeds, 4 targets
     python tools/run_benchmark.py --rows m3l m3l_baseline --seeds 0 1 2 --targets synA
+    python tools/run_benchmark.py --validation --rows tdn --seeds 0 1 --scale 1 \
+        --choose MODEL.TDN.REID.TRAIN_ROIS detections gt_and_proposals
 """
 
 import argparse
@@ -151,6 +160,8 @@ DATA = {
     },
 }  # fmt: skip
 QUICK = dict(seeds=[0], targets=["synA"], scale=0.25)
+#: ``--validation`` draws its data at ``--data-seed`` + this (never the benchmark's test sets)
+VALIDATION_SEED_OFFSET = 1000
 FULL = dict(seeds=[0, 1, 2, 3, 4], targets=list(DOMAINS), scale=0.25)
 
 
@@ -309,6 +320,31 @@ class Job:
     result: Dict = field(default_factory=dict)
 
 
+def validation_split(target: str) -> Tuple[str, List[str]]:
+    """``(validation domain, training domains)`` of the DG fold ``target`` in ``--validation``
+    mode: the first source after ``target`` (cyclically) is held out, the other two train; the
+    target domain itself is never used."""
+    i = DOMAINS.index(target)
+    sources = [DOMAINS[(i + k) % len(DOMAINS)] for k in range(1, len(DOMAINS))]
+    return sources[0], sources[1:]
+
+
+def expand_choices(rows: List[Row], key: Optional[str], values: Sequence[str]) -> List[Row]:
+    """One row per candidate value of ``key`` (``--choose KEY V1 V2 ...``): ``<row>@<value>``
+    with ``KEY value`` appended to the row's overrides (an eval-only row follows its source)."""
+    if not key:
+        return rows
+    out = []
+    for r in rows:
+        for v in values:
+            out.append(
+                Row(f"{r.key}@{v}", r.group, f"{r.label}, {key} {v}", r.config,
+                    list(r.opts) + [key, str(v)], teacher=r.teacher, on_target=r.on_target,
+                    eval_of=f"{r.eval_of}@{v}" if r.eval_of else None)
+            )  # fmt: skip
+    return out
+
+
 def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, str]]:
     """Jobs of the selected rows (plus the per-seed teachers); ``skipped`` rows with reasons."""
     jobs: Dict[str, Job] = {}
@@ -337,17 +373,22 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
                     deps.append(f"{r.eval_of}/{tgt}/seed{s}")
                 a += sched + list(r.opts)
                 a += ["SEED", str(s), "OUTPUT_DIR", out_dir, "DATALOADER.NUM_WORKERS", "0"]
+                label = tgt  # the set evaluated: the target, or the held-out source (validation)
                 if r.group == "dg":
-                    train = [f"synthetic_reid_{d}_train" for d in DOMAINS if d != tgt]
+                    test, sources = tgt, [d for d in DOMAINS if d != tgt]
+                    if getattr(args, "validation", False):
+                        test, sources = validation_split(tgt)
+                        label = test
+                    train = [f"synthetic_reid_{d}_train" for d in sources]
                     if r.on_target:
-                        train = [f"synthetic_reid_{tgt}_train"]
+                        train = [f"synthetic_reid_{test}_train"]
                     a += ["DATASETS.TRAIN", json.dumps(train)]
-                    a += ["DATASETS.TEST", json.dumps([f"synthetic_reid_{tgt}_test"])]
+                    a += ["DATASETS.TEST", json.dumps([f"synthetic_reid_{test}_test"])]
                 if r.teacher:
                     teacher = os.path.join(out, "runs", "teacher", tgt, f"seed{s}")
                     a += ["MODEL.TDN.TEACHER.WEIGHTS", os.path.join(teacher, "model_final.pth")]
                     deps.append(f"teacher/{tgt}/seed{s}")
-                jobs[name] = Job(name, r, tgt, s, out_dir, a, deps)
+                jobs[name] = Job(name, r, label, s, out_dir, a, deps)
     # seed-major order: an interrupted run has every row for the first seeds
     order = sorted(jobs.values(), key=lambda j: list(args.seeds).index(j.seed))
     return order, skipped
@@ -581,6 +622,38 @@ def summarise(jobs: List[Job], rows: List[Row], skipped: Dict[str, str]) -> Dict
     return {"table": table, "claims": claims}
 
 
+def summarise_choice(jobs: List[Job], rows: List[Row], key: str, values: Sequence[str]) -> List:
+    """Per row chosen with ``--choose``: each candidate's mAP (per seed the mean over targets),
+    the chosen value (highest mean) and every other value's paired difference to it."""
+    done = [j for j in jobs if j.status == "done"]
+    bases = []
+    for r in rows:
+        base = r.key.rsplit("@", 1)[0]
+        if "@" in r.key and base not in bases:
+            bases.append(base)
+    out = []
+    for base in bases:
+        per_value = {}
+        for v in values:
+            k = f"{base}@{v}"
+            targets = sorted({j.target for j in done if j.row.key == k})
+            per_seed = _per_seed(done, k, targets) if targets else {}
+            if per_seed:
+                per_value[str(v)] = {s: m["mAP"] for s, m in per_seed.items()}
+        if not per_value:
+            continue
+        means = {v: float(np.mean(list(d.values()))) for v, d in per_value.items()}
+        chosen = max(means, key=means.get)
+        cands = []
+        for v, d in per_value.items():
+            seeds = sorted(set(d) & set(per_value[chosen]))
+            diff, low, high = t_interval([d[s] - per_value[chosen][s] for s in seeds])
+            cands.append(dict(value=v, mAP=means[v], mAP_std=mean_std(list(d.values()))[1],
+                              seeds=seeds, diff=diff, low=low, high=high))  # fmt: skip
+        out.append(dict(row=base, key=key, chosen=chosen, candidates=cands))
+    return out
+
+
 def _per_seed(done: List[Job], key: str, targets: List[str]) -> Dict[int, Dict[str, float]]:
     """``{seed: {"mAP", "rank1"}}`` averaged over ``targets`` (seeds having all of them)."""
     out = {}
@@ -607,7 +680,14 @@ def write_outputs(out: str, summary: Dict, jobs: List[Job], meta: Dict) -> str:
             else f"schedule x{meta['scale']} of the configs'"
         )
         + f"; OMP_NUM_THREADS={meta['threads']}, {meta['jobs']} runs in parallel; data "
-        f"`{meta['data_key']}`; {meta['minutes']:.1f} min wall; {meta['host']}.",
+        f"`{meta['data_key']}`; {meta['minutes']:.1f} min wall; {meta['host']}."
+        + (
+            " **Validation** (choosing hyperparameters; no test set of the benchmark is used): "
+            f"data drawn at data seed {meta['data_seed']}; a DG fold's row is trained on two "
+            "of its sources and evaluated on the third (column target: the held-out source)."
+            if meta.get("validation")
+            else ""
+        ),
         "",
         "| row | target | seeds | mAP | Rank-1 / top-1 | det AP | SE(mAP) over queries | queries |",
         "|---|---|---|---|---|---|---|---|",
@@ -623,20 +703,35 @@ def write_outputs(out: str, summary: Dict, jobs: List[Job], meta: Dict) -> str:
             f"{_f(e['mAP'])} +- {_f(e['mAP_std'])} | {_f(e['rank1'])} +- {_f(e['rank1_std'])} | "
             f"{_f(e.get('det_AP'))} | {_f(e['se_mAP'], 2)} | {e['num_queries']} |"
         )
-    lines += [
-        "",
-        "Paired differences (same seeds, same data) of mAP, row - reference, with the 95 % "
-        "t-interval over seeds:",
-        "",
-        "| claim | row - reference | target | seeds | difference | 95 % interval | verdict |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    if summary["claims"]:
+        lines += [
+            "",
+            "Paired differences (same seeds, same data) of mAP, row - reference, with the 95 % "
+            "t-interval over seeds:",
+            "",
+            "| claim | row - reference | target | seeds | difference | 95 % interval | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
     for c in summary["claims"]:
         lines.append(
             f"| {c['claim']} | `{c['row']}` - `{c['reference']}` | {c['target']} | "
             f"{len(c['seeds'])} | {c['diff']:+.1f} | [{_f(c['low'])}, {_f(c['high'])}] | "
             f"{c['verdict']} |"
         )
+    for c in summary.get("choices", []):
+        lines += [
+            "",
+            f"Choice of `{c['key']}` for `{c['row']}` on the validation data (mAP, per seed the "
+            f"mean over folds; difference to the chosen value, 95 % interval): **{c['chosen']}**",
+            "",
+            "| value | seeds | mAP | difference to the chosen value | 95 % interval |",
+            "|---|---|---|---|---|",
+        ]
+        for e in c["candidates"]:
+            lines.append(
+                f"| {e['value']} | {len(e['seeds'])} | {_f(e['mAP'])} +- {_f(e['mAP_std'])} | "
+                f"{e['diff']:+.1f} | [{_f(e['low'])}, {_f(e['high'])}] |"
+            )
     failed = [j for j in jobs if j.status != "done"]
     if failed:
         lines += ["", "Runs not done:", ""] + [f"- {j.name}: {j.status}" for j in failed]
@@ -725,12 +820,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--max-iter", type=int, help="every run this many iterations (overrides --scale)"
     )
-    p.add_argument("--out", default="output/benchmark", help="output folder")
+    p.add_argument("--out", help="output folder (default output/benchmark)")
     p.add_argument("--data-root", default="output/benchmark_data", help="generated-data cache")
     p.add_argument(
         "--data", choices=sorted(DATA), default="default", help="data size (tiny: tests)"
     )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data")
+    p.add_argument(
+        "--validation",
+        action="store_true",
+        help="choose hyperparameters without any test set: data drawn at --data-seed + "
+        f"{VALIDATION_SEED_OFFSET}; each DG fold trains on two of its sources and is evaluated "
+        "on the third (default --out output/benchmark_validation)",
+    )
+    p.add_argument(
+        "--choose",
+        nargs="+",
+        metavar="KEY_OR_VALUE",
+        help="KEY V1 V2 ...: run every selected row once per value of the config KEY and "
+        "report the best (use with --validation)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
     p.add_argument("--threads", type=int, default=1, help="OMP/MKL threads per run (default 1)")
     p.add_argument(
@@ -747,14 +856,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.targets = args.targets or preset["targets"]
     args.scale = args.scale if args.scale is not None else preset["scale"]
     rows = select_rows(args.rows)
+    choose_key, choose_values = None, []
+    if args.choose:
+        if len(args.choose) < 3:
+            raise SystemExit("--choose needs a config key and at least two values")
+        choose_key, choose_values = args.choose[0], args.choose[1:]
+        rows = expand_choices(rows, choose_key, choose_values)
+    data_seed = args.data_seed + (VALIDATION_SEED_OFFSET if args.validation else 0)
     start = time.time()
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(
+        args.out or ("output/benchmark_validation" if args.validation else "output/benchmark")
+    )
     os.makedirs(out, exist_ok=True)
     data = DATA[args.data]
-    key = data_key(data, args.data_seed)
+    key = data_key(data, data_seed)
     root = os.path.abspath(os.path.join(args.data_root, key))
     _log(f"data {root}")
-    prepare_data(root, data, args.data_seed, any(r.group == "dg" for r in rows),
+    prepare_data(root, data, data_seed, any(r.group == "dg" for r in rows),
                  any(r.group == "search" for r in rows))  # fmt: skip
     env = dict(os.environ, REID_DATASETS=root, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE")  # fmt: skip
@@ -767,9 +885,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     meta = dict(seeds=args.seeds, targets=args.targets, scale=args.scale, max_iter=args.max_iter,
                 threads=args.threads, jobs=args.jobs, data_key=key, data_root=root,
+                data_seed=data_seed, validation=args.validation, choose=args.choose,
                 minutes=(time.time() - start) / 60, host=f"{platform.processor() or platform.machine()}, "
                 f"{os.cpu_count()} CPUs", command=" ".join(["python tools/run_benchmark.py"] + (argv or sys.argv[1:])))  # fmt: skip
     summary = summarise(jobs, [TEACHER] + rows if any(r.teacher for r in rows) else rows, skipped)
+    if choose_key:
+        summary["choices"] = summarise_choice(jobs, rows, choose_key, choose_values)
     md = write_outputs(out, summary, jobs, meta)
     print(md, flush=True)
     _log(f"wrote {out}/benchmark.md, runs.csv, summary.json, benchmark.png")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -21,7 +20,10 @@ class _ColorfulFormatter(logging.Formatter):
         return log
 
 
-@functools.lru_cache()
+#: attribute marking the handlers :func:`setup_logger` installed (so a later call replaces them)
+_OWNED = "_reid_plugins_setup_logger"
+
+
 def setup_logger(
     output: Optional[str] = None,
     distributed_rank: int = 0,
@@ -29,7 +31,13 @@ def setup_logger(
     color: bool = True,
     name: str = "reid_plugins",
 ) -> logging.Logger:
-    """Configure the ``name`` logger (idempotent per arguments).
+    """Configure the ``name`` logger: a console handler (rank 0) and a log file.
+
+    A call replaces the handlers an earlier call installed on the same logger (closing its
+    file), so a process that runs several trainings one after another (the benchmark's
+    persistent workers, a notebook, the tests) writes each run's log once, to that run's file
+    only; handlers added by other code are kept. Calling it again with the same arguments
+    leaves the same configuration (the file is reopened in append mode).
 
     Args:
         output: a ``.txt``/``.log`` file, or a folder (log goes to ``folder/log.txt``);
@@ -41,14 +49,18 @@ def setup_logger(
     logger = logging.getLogger(name)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
+    for old in [h for h in logger.handlers if getattr(h, _OWNED, False)]:
+        logger.removeHandler(old)
+        old.close()
     fmt = "[%(asctime)s %(name)s]: %(message)s"
     datefmt = "%m/%d %H:%M:%S"
+    handlers = []
     if distributed_rank == 0:
         ch = logging.StreamHandler(stream=sys.stdout)
         ch.setLevel(logging.INFO)
         use_color = color and sys.stdout.isatty()
         ch.setFormatter((_ColorfulFormatter if use_color else logging.Formatter)(fmt, datefmt))
-        logger.addHandler(ch)
+        handlers.append(ch)
     if output is not None:
         filename = output if output.endswith((".txt", ".log")) else os.path.join(output, "log.txt")
         if distributed_rank > 0:
@@ -59,5 +71,8 @@ def setup_logger(
         fh.setFormatter(
             logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt)
         )
-        logger.addHandler(fh)
+        handlers.append(fh)
+    for h in handlers:
+        setattr(h, _OWNED, True)
+        logger.addHandler(h)
     return logger

@@ -83,3 +83,24 @@ def test_benchmark_search_eval_small():
     )
     table = [l for l in out.splitlines() if l.startswith("| ") and "time (s)" not in l]
     assert len(table) >= 2 and all("done:" in out for _ in table)  # gallery 20 + full set (+RCP)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_benchmark_tdn_vs_oim_counts_part2_rois(tmp_path, amp):
+    """Table VI's setting at a toy size: OIM* runs Part-2 on every proposal, TDN on its top
+    ``--boxes`` detections only; ``--amp`` (autocast + channels-last) is recorded."""
+    path = tmp_path / "speed.json"
+    _run(
+        "benchmark.py",
+        *("--height", "64", "--width", "96", "--proposals", "6", "--boxes", "2"),
+        *("--images", "1", "--warmup", "0", "--repeats", "1", "--device", "cpu"),
+        *(["--amp"] if amp else []),
+        *("--json", str(path)),
+    )
+    res = json.loads(path.read_text())
+    assert res["amp"] is amp
+    assert res["models"]["TDN"]["part2_rois_per_image"] == 2
+    assert res["models"]["OIM*"]["part2_rois_per_image"] == 6
+    assert res["speedup"] == pytest.approx(
+        res["models"]["TDN"]["images_per_s"] / res["models"]["OIM*"]["images_per_s"]
+    )

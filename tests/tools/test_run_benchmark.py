@@ -94,6 +94,53 @@ def test_summary_pairs_seeds_and_averages_targets(bench):
     assert claim["verdict"] == "inconclusive"
 
 
+def test_validation_folds_never_touch_the_target(bench):
+    for tgt in bench.DOMAINS:
+        val, train = bench.validation_split(tgt)
+        assert tgt != val and tgt not in train and val not in train and len(train) == 2
+        assert sorted([tgt, val] + train) == sorted(bench.DOMAINS)
+    assert bench.validation_split("synD") == ("synA", ["synB", "synC"])
+
+
+def test_validation_jobs_train_on_two_sources_and_test_on_the_third(bench, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(targets=["synA"], seeds=[0], scale=0.25, max_iter=None,
+                              validation=True)  # fmt: skip
+    rows = bench.expand_choices(bench.select_rows(["gmn_cosine", "upper_bound"]),
+                                "MODEL.GMN.DP.RATE", ["0.1", "0.3"])  # fmt: skip
+    assert [r.key for r in rows] == ["gmn@0.1", "gmn@0.3", "gmn_cosine@0.1", "gmn_cosine@0.3",
+                                     "upper_bound@0.1", "upper_bound@0.3"]  # fmt: skip
+    rows = [r for r in rows if not r.key.startswith("upper_bound")]
+    jobs, skipped = bench.build_jobs(rows, args, str(tmp_path))
+    assert not skipped
+    by = {j.name: j for j in jobs}
+    j = by["gmn@0.3/synA/seed0"]
+    opts = dict(zip(j.args[0::2], j.args[1::2]))
+    assert json.loads(opts["DATASETS.TRAIN"]) == ["synthetic_reid_synC_train",
+                                                  "synthetic_reid_synD_train"]  # fmt: skip
+    assert json.loads(opts["DATASETS.TEST"]) == ["synthetic_reid_synB_test"]
+    assert opts["MODEL.GMN.DP.RATE"] == "0.3" and j.target == "synB"
+    assert by["gmn_cosine@0.3/synA/seed0"].deps == ["gmn@0.3/synA/seed0"]
+
+
+def test_choice_summary_picks_the_best_mean_with_paired_differences(bench):
+    rows = bench.expand_choices(bench.select_rows(["tdn"]), "K", ["a", "b"])
+    by = {r.key: r for r in rows}
+
+    def job(row, seed, mAP):
+        j = bench.Job(f"{row}/cuhk_sysu/seed{seed}", by[row], "cuhk_sysu", seed, "", [])
+        j.status, j.result = "done", {"mAP": mAP, "rank1": mAP}
+        return j
+
+    jobs = [job("tdn@a", 0, 10.0), job("tdn@a", 1, 14.0), job("tdn@b", 0, 20.0),
+            job("tdn@b", 1, 21.0)]  # fmt: skip
+    (c,) = bench.summarise_choice(jobs, rows, "K", ["a", "b"])
+    assert c["row"] == "tdn" and c["chosen"] == "b"
+    a = next(e for e in c["candidates"] if e["value"] == "a")
+    assert a["mAP"] == pytest.approx(12.0) and a["diff"] == pytest.approx(-8.5)  # -10, -7
+
+
 def test_quick_subset_end_to_end(bench, tmp_path):
     """One row, one seed, three iterations on tiny data: the table, CSV, JSON and plot are
     written and agree with each other."""
