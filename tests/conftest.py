@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import reid_plugins.methods  # noqa: F401  (registers the built-in methods, as the tools do)
-
 from reid_plugins.config.defaults import _C
 
 # The suite compares exact numbers: pin float32 and contiguous tensors instead of the shipped

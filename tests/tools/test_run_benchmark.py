@@ -4,7 +4,6 @@ plumbing, and one tiny end-to-end run whose outputs must be written and well-for
 import csv
 import json
 import math
-import os
 
 import numpy as np
 import pytest
