@@ -160,6 +160,8 @@ DATA = {
     },
 }  # fmt: skip
 QUICK = dict(seeds=[0], targets=["synA"], scale=0.25)
+#: ``--gpu``: the same rows at a larger scale in one call on one GPU (several runs share it)
+GPU = dict(seeds=[0, 1, 2], targets=["synA"], scale=1.0, jobs=4, threads=4, depth=50, width=64)
 #: ``--validation`` draws its data at ``--data-seed`` + this (never the benchmark's test sets)
 VALIDATION_SEED_OFFSET = 1000
 FULL = dict(seeds=[0, 1, 2, 3, 4], targets=list(DOMAINS), scale=0.25)
@@ -345,6 +347,16 @@ def expand_choices(rows: List[Row], key: Optional[str], values: Sequence[str]) -
     return out
 
 
+def backbone_opts(args) -> List[str]:
+    """Overrides of every run's backbone (``--backbone-depth`` / ``--backbone-width``)."""
+    out = []
+    if getattr(args, "backbone_depth", None):
+        out += ["MODEL.BACKBONE.DEPTH", str(args.backbone_depth)]
+    if getattr(args, "backbone_width", None):
+        out += ["MODEL.BACKBONE.BASE_WIDTH", str(args.backbone_width)]
+    return out
+
+
 def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, str]]:
     """Jobs of the selected rows (plus the per-seed teachers); ``skipped`` rows with reasons."""
     jobs: Dict[str, Job] = {}
@@ -371,7 +383,7 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
                     src = os.path.join(out, "runs", r.eval_of, tgt, f"seed{s}", "model_final.pth")
                     a += ["--eval-only", "MODEL.WEIGHTS", src]
                     deps.append(f"{r.eval_of}/{tgt}/seed{s}")
-                a += sched + list(r.opts)
+                a += sched + list(r.opts) + backbone_opts(args)
                 a += ["SEED", str(s), "OUTPUT_DIR", out_dir, "DATALOADER.NUM_WORKERS", "0"]
                 label = tgt  # the set evaluated: the target, or the held-out source (validation)
                 if r.group == "dg":
@@ -387,6 +399,8 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
                 if r.teacher:
                     teacher = os.path.join(out, "runs", "teacher", tgt, f"seed{s}")
                     a += ["MODEL.TDN.TEACHER.WEIGHTS", os.path.join(teacher, "model_final.pth")]
+                    if backbone_opts(args):  # the teacher was trained with them too
+                        a += ["MODEL.TDN.TEACHER.OPTS", json.dumps(backbone_opts(args))]
                     deps.append(f"teacher/{tgt}/seed{s}")
                 jobs[name] = Job(name, r, label, s, out_dir, a, deps)
     # seed-major order: an interrupted run has every row for the first seeds
@@ -679,6 +693,7 @@ def write_outputs(out: str, summary: Dict, jobs: List[Job], meta: Dict) -> str:
             if meta["max_iter"]
             else f"schedule x{meta['scale']} of the configs'"
         )
+        + (f"; backbone {' '.join(meta['backbone'])}" if meta.get("backbone") else "")
         + f"; OMP_NUM_THREADS={meta['threads']}, {meta['jobs']} runs in parallel; data "
         f"`{meta['data_key']}`; {meta['minutes']:.1f} min wall; {meta['host']}."
         + (
@@ -811,6 +826,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         action="store_true",
         help="1 seed, target synA, schedule x0.25 (< 10 min on 2 cores)",
     )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="larger scale for one GPU: seeds 0-2, target synA, the configs' schedules, "
+        "ResNet-50 (width 64) everywhere, 4 runs of 4 threads sharing the GPU",
+    )
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (full: 0-4)")
     p.add_argument("--rows", nargs="+", help="row keys or groups (dg, search); default: all")
     p.add_argument(
@@ -840,8 +861,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="KEY V1 V2 ...: run every selected row once per value of the config KEY and "
         "report the best (use with --validation)",
     )
-    p.add_argument("--jobs", type=int, default=2, help="runs in parallel (default 2)")
-    p.add_argument("--threads", type=int, default=1, help="OMP/MKL threads per run (default 1)")
+    p.add_argument("--jobs", type=int, help="runs in parallel (default 2; --gpu 4)")
+    p.add_argument("--threads", type=int, help="OMP/MKL threads per run (default 1; --gpu 4)")
+    p.add_argument("--backbone-depth", type=int, help="every run's ResNet depth (--gpu: 50)")
+    p.add_argument("--backbone-width", type=int, help="every run's ResNet width (--gpu: 64)")
     p.add_argument(
         "--summarise-only",
         action="store_true",
@@ -851,7 +874,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.worker:
         return worker_loop()
-    preset = QUICK if args.quick else FULL
+    if args.quick and args.gpu:
+        raise SystemExit("--quick and --gpu are two presets: give one")
+    preset = QUICK if args.quick else GPU if args.gpu else FULL
+    args.jobs = args.jobs or preset.get("jobs", 2)
+    args.threads = args.threads or preset.get("threads", 1)
+    args.backbone_depth = args.backbone_depth or preset.get("depth")
+    args.backbone_width = args.backbone_width or preset.get("width")
     args.seeds = args.seeds if args.seeds is not None else preset["seeds"]
     args.targets = args.targets or preset["targets"]
     args.scale = args.scale if args.scale is not None else preset["scale"]
@@ -883,11 +912,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_jobs(jobs, env, args.jobs, run=not args.summarise_only)
     import platform
 
+    import torch
+
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+
     meta = dict(seeds=args.seeds, targets=args.targets, scale=args.scale, max_iter=args.max_iter,
                 threads=args.threads, jobs=args.jobs, data_key=key, data_root=root,
                 data_seed=data_seed, validation=args.validation, choose=args.choose,
+                backbone=backbone_opts(args),
                 minutes=(time.time() - start) / 60, host=f"{platform.processor() or platform.machine()}, "
-                f"{os.cpu_count()} CPUs", command=" ".join(["python tools/run_benchmark.py"] + (argv or sys.argv[1:])))  # fmt: skip
+                f"{os.cpu_count()} CPUs{gpu}", command=" ".join(["python tools/run_benchmark.py"] + (argv or sys.argv[1:])))  # fmt: skip
     summary = summarise(jobs, [TEACHER] + rows if any(r.teacher for r in rows) else rows, skipped)
     if choose_key:
         summary["choices"] = summarise_choice(jobs, rows, choose_key, choose_values)

@@ -192,3 +192,25 @@ def test_tdn_pipeline_progress_and_band_lines():
         pipe.EXPECTED_BAND.clear()
         pipe.EXPECTED_BAND.update(old)
     assert "3 seeds" in lines[0] and "[46.0, 54.0]" in lines[1] and "55.0 OUTSIDE" in lines[1]
+
+
+def test_gpu_preset_scales_every_run_and_the_teacher_alike(bench, tmp_path):
+    """``--gpu`` (here on the CPU at a toy size): ResNet-50 in every run, TDN's teacher built
+    with the same overrides it was trained with (TEACHER.OPTS), so the checkpoint loads."""
+    out = tmp_path / "bench"
+    argv = ["--gpu", "--rows", "tdn", "--seeds", "0", "--max-iter", "1", "--data", "tiny"]
+    argv += ["--backbone-width", "4", "--jobs", "1", "--threads", "1"]
+    argv += ["--out", str(out), "--data-root", str(tmp_path / "data")]
+    assert bench.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["backbone"] == ["MODEL.BACKBONE.DEPTH", "50",
+                                           "MODEL.BACKBONE.BASE_WIDTH", "4"]  # fmt: skip
+    runs = {r["name"]: r for r in summary["runs"]}
+    assert set(runs) == {"teacher/cuhk_sysu/seed0", "tdn/cuhk_sysu/seed0"}
+    assert all(r["status"] == "done" for r in runs.values())
+    tdn_args = runs["tdn/cuhk_sysu/seed0"]["args"]
+    opts = dict(zip(tdn_args[0::2], tdn_args[1::2]))
+    assert opts["MODEL.BACKBONE.DEPTH"] == "50"
+    assert json.loads(opts["MODEL.TDN.TEACHER.OPTS"]) == summary["meta"]["backbone"]
+    with pytest.raises(SystemExit, match="two presets"):
+        bench.main(["--gpu", "--quick"])

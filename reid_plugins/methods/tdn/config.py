@@ -83,6 +83,9 @@ def _tdn_node() -> CN:
     tdn.TEACHER.ENABLED = True
     # Config file of the teacher (a ReID config, e.g. projects/tdn/teacher_prw.yaml).
     tdn.TEACHER.CONFIG_FILE = ""
+    # KEY VALUE overrides applied to the teacher config after CONFIG_FILE, as on a command line
+    # (e.g. ["MODEL.BACKBONE.DEPTH", "50"] for a teacher trained with that override).
+    tdn.TEACHER.OPTS = []
     # Teacher checkpoint (trained on the person crops of the same dataset).
     tdn.TEACHER.WEIGHTS = ""
     # (height, width) of the teacher's input crops; [] = the teacher config's INPUT.SIZE_TEST.

@@ -56,7 +56,8 @@ def freeze_teacher(teacher: nn.Module) -> nn.Module:
 def build_teacher(teacher_cfg_node, *, device="cpu") -> Tuple[nn.Module, Tuple[int, int]]:
     """Build the frozen teacher of ``MODEL.TDN.TEACHER`` (``teacher_cfg_node``) for training.
 
-    The teacher's config file is parsed once and the teacher is built with the ordinary
+    The teacher's config file is parsed once (plus ``OPTS``, KEY VALUE overrides) and the
+    teacher is built with the ordinary
     :func:`~reid_plugins.modeling.build_model` of that config as an inference model (no
     identities given: no classifier); its ``MODEL.BACKBONE.PRETRAIN_PATH`` is ignored (the
     checkpoint overrides it) and checkpoint entries the inference model has no use for (e.g.
@@ -91,6 +92,15 @@ def build_teacher(teacher_cfg_node, *, device="cpu") -> Tuple[nn.Module, Tuple[i
     state = load_checkpoint_state(weights)
     cfg = add_all_configs(get_cfg())
     cfg.merge_from_file(config_file)
+    opts = list(teacher_cfg_node.get("OPTS", []))
+    if len(opts) % 2:
+        raise ValueError(
+            f"MODEL.TDN.TEACHER.OPTS must be KEY VALUE pairs, got an odd number: {opts}"
+        )
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError) as e:
+        raise ValueError(f"MODEL.TDN.TEACHER.OPTS {opts}: {e}") from e
     if cfg.MODEL.META_ARCHITECTURE == "TDN":
         raise ValueError(
             f"MODEL.TDN.TEACHER.CONFIG_FILE='{config_file}' is a TDN config; the teacher must be "

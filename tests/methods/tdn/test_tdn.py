@@ -285,6 +285,18 @@ def test_teacher_from_config_file_and_checkpoint(tmp_path):
     model = TDNTrainer.build_model(cfg, [6])
     assert model.projection.out_features == 32
     assert any(p is model.projection.weight for p in model.parameters())  # trained
+    # TEACHER.OPTS: overrides of the teacher config (here back to the checkpoint's width 4)
+    teacher_yaml.write_text(teacher_yaml.read_text().replace("BASE_WIDTH: 4", "BASE_WIDTH: 8"))
+    cfg.MODEL.TDN.TEACHER.PROJECTION = False
+    with pytest.raises(ValueError, match="does not fit"):
+        TDNTrainer.build_model(cfg, [6])
+    cfg.MODEL.TDN.TEACHER.OPTS = ["MODEL.BACKBONE.BASE_WIDTH", "4"]
+    with pytest.raises(ValueError, match="PROJECTION"):  # built at width 4: the checkpoint fits
+        TDNTrainer.build_model(cfg, [6])
+    cfg.MODEL.TDN.TEACHER.OPTS = ["MODEL.BACKBONE.NOPE", "4"]
+    with pytest.raises(ValueError, match="TEACHER.OPTS"):
+        TDNTrainer.build_model(cfg, [6])
+    cfg.MODEL.TDN.TEACHER.OPTS = []
     cfg.MODEL.TDN.TEACHER.WEIGHTS = str(tmp_path / "missing.pth")
     with pytest.raises(FileNotFoundError, match="TEACHER.WEIGHTS"):
         TDNTrainer.build_model(cfg, [6])
