@@ -70,3 +70,15 @@ def test_every_readme_names_existing_configs_tools_and_pictures():
             assert os.path.isfile(os.path.join(REPO, path)), f"{readme}: {path}"
         for link in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text):
             assert os.path.isfile(os.path.normpath(os.path.join(here, link))), f"{readme}: {link}"
+
+
+def test_every_relative_link_of_the_readmes_exists():
+    """``[text](path)`` links to files of the repository (docs pages, benchmark tables)."""
+    for readme in _all_readmes() + [os.path.join(REPO, "datasets", "README.md")]:
+        with open(readme) as f:
+            text = f.read()
+        here = os.path.dirname(readme)
+        for link in re.findall(r"(?<!!)\[[^\]]*\]\(([^)\s#]+)(?:#[^)]*)?\)", text):
+            if re.match(r"[a-z]+://", link):
+                continue
+            assert os.path.exists(os.path.normpath(os.path.join(here, link))), f"{readme}: {link}"
