@@ -117,10 +117,10 @@ def _sync(device: str) -> None:
 def time_pass(model, images: List[Dict], batch_size: int, device: str, amp: bool = False):
     """``(wall seconds, process CPU seconds)`` of one inference pass over ``images``
     (``amp``: under autocast, bfloat16 on CPU and float16 on CUDA)."""
-    import contextlib
+    from reid_plugins.solver.precision import autocast
 
-    dtype = torch.bfloat16 if device == "cpu" else torch.float16
-    ctx = torch.autocast(device.split(":")[0], dtype=dtype) if amp else contextlib.nullcontext()
+    dtype = (torch.bfloat16 if device == "cpu" else torch.float16) if amp else None
+    ctx = autocast(device.split(":")[0], dtype)
     _sync(device)
     w, c = time.perf_counter(), time.process_time()
     for i in range(0, len(images), batch_size):

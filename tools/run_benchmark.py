@@ -362,6 +362,7 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
     jobs: Dict[str, Job] = {}
     skipped: Dict[str, str] = {}
     need_teacher = any(r.teacher for r in rows)
+    backbone = backbone_opts(args)
     for r in rows:
         miss = missing_keys(r.config, r.opts)
         if miss:
@@ -383,7 +384,7 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
                     src = os.path.join(out, "runs", r.eval_of, tgt, f"seed{s}", "model_final.pth")
                     a += ["--eval-only", "MODEL.WEIGHTS", src]
                     deps.append(f"{r.eval_of}/{tgt}/seed{s}")
-                a += sched + list(r.opts) + backbone_opts(args)
+                a += sched + list(r.opts) + backbone
                 a += ["SEED", str(s), "OUTPUT_DIR", out_dir, "DATALOADER.NUM_WORKERS", "0"]
                 label = tgt  # the set evaluated: the target, or the held-out source (validation)
                 if r.group == "dg":
@@ -399,8 +400,8 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
                 if r.teacher:
                     teacher = os.path.join(out, "runs", "teacher", tgt, f"seed{s}")
                     a += ["MODEL.TDN.TEACHER.WEIGHTS", os.path.join(teacher, "model_final.pth")]
-                    if backbone_opts(args):  # the teacher was trained with them too
-                        a += ["MODEL.TDN.TEACHER.OPTS", json.dumps(backbone_opts(args))]
+                    if backbone:  # the teacher was trained with them too
+                        a += ["MODEL.TDN.TEACHER.OPTS", json.dumps(backbone)]
                     deps.append(f"teacher/{tgt}/seed{s}")
                 jobs[name] = Job(name, r, label, s, out_dir, a, deps)
     # seed-major order: an interrupted run has every row for the first seeds

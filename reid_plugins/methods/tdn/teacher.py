@@ -73,7 +73,7 @@ def build_teacher(teacher_cfg_node, *, device="cpu") -> Tuple[nn.Module, Tuple[i
         ValueError: empty paths, a TDN config as teacher, or a checkpoint that does not fit.
         FileNotFoundError: a file is missing (the message names the config key).
     """
-    from reid_plugins.config import add_all_configs, get_cfg
+    from reid_plugins.config import ConfigError, add_all_configs, get_cfg
     from reid_plugins.modeling.meta_arch.build import build_model
 
     config_file, weights = teacher_cfg_node.CONFIG_FILE, teacher_cfg_node.WEIGHTS
@@ -93,13 +93,9 @@ def build_teacher(teacher_cfg_node, *, device="cpu") -> Tuple[nn.Module, Tuple[i
     cfg = add_all_configs(get_cfg())
     cfg.merge_from_file(config_file)
     opts = list(teacher_cfg_node.get("OPTS", []))
-    if len(opts) % 2:
-        raise ValueError(
-            f"MODEL.TDN.TEACHER.OPTS must be KEY VALUE pairs, got an odd number: {opts}"
-        )
-    try:
+    try:  # CfgNode.merge_from_list checks the pairs and names a bad key or value
         cfg.merge_from_list(opts)
-    except (KeyError, AssertionError) as e:
+    except ConfigError as e:
         raise ValueError(f"MODEL.TDN.TEACHER.OPTS {opts}: {e}") from e
     if cfg.MODEL.META_ARCHITECTURE == "TDN":
         raise ValueError(
