@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint.checkpointer import new_file_mode
+from ..checkpoint.checkpointer import atomic_write_bytes
 from ..modeling.meta_arch.baseline import ReIDBaseline
 from ..utils import comm
 
@@ -238,15 +238,21 @@ def export_onnx(
         for k, v in meta.items():
             entry = model.metadata_props.add()
             entry.key, entry.value = str(k), str(v)
-        onnx.checker.check_model(model)
-        onnx.save(model, tmp)
-        os.chmod(tmp, new_file_mode())  # mkstemp's 0600 -> what the umask gives (0644)
-        os.replace(tmp, path)
+        save_checked_onnx(model, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     logger.info("Exported %s to %s (opset %d)", type(wrapper).__name__, path, opset)
     return path
+
+
+def save_checked_onnx(model, path: str) -> None:
+    """``onnx.checker.check_model(model)``, then write it to ``path`` atomically (a crash
+    leaves the previous file or the complete new one; the mode a plainly created file gets)."""
+    import onnx
+
+    onnx.checker.check_model(model)
+    atomic_write_bytes(path, lambda f: f.write(model.SerializeToString()))
 
 
 def verify_onnx(

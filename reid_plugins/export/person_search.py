@@ -28,9 +28,8 @@ onnxruntime with the PyTorch model on an image (boxes, scores and features).
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 import warnings
 from typing import Dict, List, Sequence, Tuple
 
@@ -42,6 +41,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from ..modeling.person_search import postprocess_detections
 from ..modeling.person_search.common import OneStepSearchBase
+from .onnx import save_checked_onnx
 
 __all__ = [
     "PersonSearchDetectorGraph",
@@ -118,23 +118,14 @@ class PersonSearchReIDGraph(_Normalise):
 def _export(module, args, path, input_names, output_names, dynamic_axes, opset) -> str:
     import onnx
 
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".export.", suffix=".onnx", dir=directory)
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module, args, tmp, dynamo=False, opset_version=opset, input_names=input_names,
-                output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
-            )  # fmt: skip
-        model = onnx.load(tmp)
-        onnx.checker.check_model(model)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, buf, dynamo=False, opset_version=opset, input_names=input_names,
+            output_names=output_names, dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )  # fmt: skip
+    save_checked_onnx(onnx.load_from_string(buf.getvalue()), path)
     logger.info("Exported %s to %s (opset %d)", type(module).__name__, path, opset)
     return path
 
