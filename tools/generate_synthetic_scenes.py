@@ -68,13 +68,16 @@ def main(argv=None) -> int:
     parser.add_argument("--frames-per-visit", type=_pair, help="MIN,MAX frames per visit" + d)
     parser.add_argument("--unlabeled-per-image", type=_pair, help="MIN,MAX" + d)
     parser.add_argument("--max-labeled-per-image", type=int, help="labelled persons cap" + d)
+    parser.add_argument(
+        "--gallery-sizes", type=int, nargs="+", help="cuhk_sysu: TestG<N> files to write" + d
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace other generated data")
     args = parser.parse_args(argv)
 
     keys = (
         "num_train_images", "num_test_images", "num_train_ids", "num_test_ids",
         "num_gallery_only_ids", "num_cams", "image_size", "appearances", "frames_per_visit",
-        "unlabeled_per_image", "max_labeled_per_image",
+        "unlabeled_per_image", "max_labeled_per_image", "gallery_sizes",
     )  # fmt: skip
     kwargs = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     start = time.perf_counter()

@@ -32,9 +32,14 @@ generators), each DG fold trains on two of its three sources and is evaluated on
 draw's scenes; ``--choose KEY V1 V2 ...`` runs every selected row once per value and reports
 the best value with paired differences.
 
+Data (``--data``): the ReID domains at the generator's defaults and a CUHK-SYSU test split of
+1,500 queries in 2,250 images (:data:`SCENES_TEST`: bootstrap SE of search mAP below one
+point); ``--quick`` keeps the generator's 400-query split (a smoke run, not evidence).
+
 A row whose override key is not in the config tree (e.g. a switch another branch adds) is
 reported as skipped. Data are generated once into ``--data-root`` under a folder keyed on the
-generator versions and parameters; finished runs are reused (delete ``--out`` to redo).
+generator versions and parameters; a finished run is reused when its arguments and the key of
+the data it uses (:func:`data_keys`) are unchanged (delete ``--out`` to redo).
 
 Examples::
 
@@ -150,8 +155,15 @@ CLAIMS: List[Tuple[str, str, int, str]] = [
 ]
 
 #: Data of the benchmark (generator defaults unless stated); "tiny" is for the tool's tests.
+#: The scenes' test split is larger than the generator's default (400 queries in 600 images)
+#: so that the bootstrap SE of search mAP stays below one point at the configs' schedules
+#: (per-query AP s.d. ~35 points at mAP 30-45: 1,500 queries -> SE ~0.9); same images per
+#: query (1.5), and only the TestG<N> files the synthetic configs evaluate.
+SCENES_TEST = dict(num_test_images=2250, num_test_ids=1500, gallery_sizes=(10, 20, 50, 100))
 DATA = {
-    "default": {"reid": {}, "scenes": {}},
+    "default": {"reid": {}, "scenes": SCENES_TEST},
+    # --quick: the generator's own test split (400 search queries; a smoke run, not evidence)
+    "quick": {"reid": {}, "scenes": {}},
     "tiny": {
         "reid": dict(num_train_ids=8, num_test_ids=4, images_per_id_per_cam=2, num_cams=2,
                      num_distractors=2, num_junk=1),
@@ -159,7 +171,7 @@ DATA = {
                        num_test_ids=4, num_cams=2, image_size=(96, 128)),
     },
 }  # fmt: skip
-QUICK = dict(seeds=[0], targets=["synA"], scale=0.25)
+QUICK = dict(seeds=[0], targets=["synA"], scale=0.25, data="quick")
 #: ``--gpu``: the same rows at a larger scale in one call on one GPU (several runs share it)
 GPU = dict(seeds=[0, 1, 2], targets=["synA"], scale=1.0, jobs=4, threads=4, depth=50, width=64)
 #: ``--validation`` draws its data at ``--data-seed`` + this (never the benchmark's test sets)
@@ -221,7 +233,12 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
 # --------------------------------------------------------------------------------------- #
 # Jobs
 # --------------------------------------------------------------------------------------- #
+def _spec_digest(spec: Dict) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
+
+
 def data_key(data: Dict, data_seed: int) -> str:
+    """Folder name of the generated data (generator versions, seed, a digest of the sizes)."""
     from reid_plugins.data import synthetic_reid, synthetic_scenes
 
     spec = dict(
@@ -230,8 +247,22 @@ def data_key(data: Dict, data_seed: int) -> str:
         seed=data_seed,
         **data,
     )
-    digest = hashlib.sha1(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
-    return f"v{spec['reid_version']}.{spec['scenes_version']}-seed{data_seed}-{digest[:10]}"
+    versions = f"v{spec['reid_version']}.{spec['scenes_version']}"
+    return f"{versions}-seed{data_seed}-{_spec_digest(spec)[:10]}"
+
+
+def data_keys(data: Dict, data_seed: int) -> Dict[str, str]:
+    """``{"reid": key, "scenes": key}``: what each run group's data depends on (its
+    generator's version, the seed, its sizes). A finished run is reused only when its key is
+    unchanged, so changing the scenes' size reruns the search rows and keeps the DG runs."""
+    from reid_plugins.data import synthetic_reid, synthetic_scenes
+
+    versions = dict(reid=synthetic_reid.GENERATOR_VERSION, scenes=synthetic_scenes._VERSION)
+    return {
+        part: f"{part}-v{versions[part]}-seed{data_seed}-"
+        + _spec_digest(dict(version=versions[part], seed=data_seed, sizes=data[part]))[:10]
+        for part in ("reid", "scenes")
+    }
 
 
 def prepare_data(root: str, data: Dict, data_seed: int, need_dg: bool, need_search: bool) -> None:
@@ -317,6 +348,7 @@ class Job:
     out_dir: str
     args: List[str]
     deps: List[str] = field(default_factory=list)
+    data: str = ""  # data_keys(...)[its group's data]: a finished run is reused only on it
     status: str = "pending"
     seconds: float = 0.0
     result: Dict = field(default_factory=dict)
@@ -357,8 +389,13 @@ def backbone_opts(args) -> List[str]:
     return out
 
 
-def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, str]]:
-    """Jobs of the selected rows (plus the per-seed teachers); ``skipped`` rows with reasons."""
+def build_jobs(
+    rows: List[Row], args, out: str, keys: Optional[Dict[str, str]] = None
+) -> Tuple[List[Job], Dict[str, str]]:
+    """Jobs of the selected rows (plus the per-seed teachers); ``skipped`` rows with reasons.
+    ``keys`` (:func:`data_keys`) are stamped on the jobs: DG rows on ``"reid"``, the others
+    on ``"scenes"``."""
+    keys = keys or {}
     jobs: Dict[str, Job] = {}
     skipped: Dict[str, str] = {}
     need_teacher = any(r.teacher for r in rows)
@@ -403,7 +440,8 @@ def build_jobs(rows: List[Row], args, out: str) -> Tuple[List[Job], Dict[str, st
                     if backbone:  # the teacher was trained with them too
                         a += ["MODEL.TDN.TEACHER.OPTS", json.dumps(backbone)]
                     deps.append(f"teacher/{tgt}/seed{s}")
-                jobs[name] = Job(name, r, label, s, out_dir, a, deps)
+                part = "reid" if r.group == "dg" else "scenes"
+                jobs[name] = Job(name, r, label, s, out_dir, a, deps, data=keys.get(part, ""))
     # seed-major order: an interrupted run has every row for the first seeds
     order = sorted(jobs.values(), key=lambda j: list(args.seeds).index(j.seed))
     return order, skipped
@@ -490,7 +528,7 @@ def run_jobs(
         if reuse and os.path.isfile(os.path.join(j.out_dir, "benchmark_done.json")):
             with open(os.path.join(j.out_dir, "benchmark_done.json")) as f:
                 done = json.load(f)
-            if done.get("args") == j.args:
+            if done.get("args") == j.args and done.get("data", "") == j.data:
                 j.status, j.seconds, j.result = "done", done["seconds"], done["result"]
                 continue
         todo.append(j)
@@ -525,7 +563,9 @@ def run_jobs(
                     try:
                         j.result, j.status = _read_eval(j.out_dir), "done"
                         with open(os.path.join(j.out_dir, "benchmark_done.json"), "w") as f:
-                            json.dump({"args": j.args, "seconds": j.seconds, "result": j.result}, f)
+                            json.dump(
+                                {"args": j.args, "data": j.data, "seconds": j.seconds,
+                                 "result": j.result}, f)  # fmt: skip
                     except (OSError, ValueError, KeyError) as e:
                         j.status = f"failed: unreadable results ({e})"
                 el = time.time() - start
@@ -845,7 +885,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--out", help="output folder (default output/benchmark)")
     p.add_argument("--data-root", default="output/benchmark_data", help="generated-data cache")
     p.add_argument(
-        "--data", choices=sorted(DATA), default="default", help="data size (tiny: tests)"
+        "--data",
+        choices=sorted(DATA),
+        help="data size (default: 'default'; --quick: 'quick', the generator's defaults; tiny: "
+        "tests)",
     )
     p.add_argument("--data-seed", type=int, default=0, help="seed of the generated data")
     p.add_argument(
@@ -885,6 +928,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args.seeds = args.seeds if args.seeds is not None else preset["seeds"]
     args.targets = args.targets or preset["targets"]
     args.scale = args.scale if args.scale is not None else preset["scale"]
+    args.data = args.data or preset.get("data", "default")
     rows = select_rows(args.rows)
     choose_key, choose_values = None, []
     if args.choose:
@@ -907,7 +951,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     env = dict(os.environ, REID_DATASETS=root, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), OMP_WAIT_POLICY="PASSIVE")  # fmt: skip
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    jobs, skipped = build_jobs(rows, args, out)
+    jobs, skipped = build_jobs(rows, args, out, data_keys(data, data_seed))
     for k, why in skipped.items():
         _log(f"row {k} skipped: {why}")
     run_jobs(jobs, env, args.jobs, run=not args.summarise_only)

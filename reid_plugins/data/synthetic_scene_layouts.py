@@ -122,7 +122,7 @@ def _write_cuhk(w: _Writer, images, identities, p, rng, render) -> Dict[str, Any
     proto = "annotation/test/train_test"
     w.write(f"{proto}/Train.mat", _savemat_bytes({"Train": _cell(train)}))
     test_idx = [im["index"] for im in images if im["split"] == "test"]
-    sizes = [n for n in CUHK_GALLERY_SIZES if n <= len(test_idx) - 1]
+    sizes = p.get("gallery_sizes") or [n for n in CUHK_GALLERY_SIZES if n <= len(test_idx) - 1]
     distractors = {}
     for i, _ in queries:
         others = [j for j in test_idx if j not in identities[i]["images"]]

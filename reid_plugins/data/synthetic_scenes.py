@@ -51,7 +51,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -290,6 +290,7 @@ def generate_synthetic_scenes(
     unlabeled_per_image: Optional[Tuple[int, int]] = None,
     num_gallery_only_ids: Optional[int] = None,
     frames_per_visit: Optional[Tuple[int, int]] = None,
+    gallery_sizes: Optional[Sequence[int]] = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> str:
@@ -319,6 +320,10 @@ def generate_synthetic_scenes(
             gallery holds such persons). None: 0 for cuhk_sysu, ``num_test_ids // 4`` for prw.
         frames_per_visit: ``(min, max)`` consecutive images per camera visit. None: (1, 1)
             for cuhk_sysu (photos), (1, 2) for prw (video frames).
+        gallery_sizes: cuhk_sysu only: write ``TestG<N>.mat`` for these N (each
+            ``<= num_test_images - 1``). None: every N of :data:`CUHK_GALLERY_SIZES` that
+            fits (a large test set then gets large files: TestG500 alone holds 500 gallery
+            entries per query).
         overwrite: replace existing data generated with other arguments.
         progress: show a tqdm bar.
 
@@ -346,6 +351,14 @@ def generate_synthetic_scenes(
         "num_gallery_only_ids": int(num_gallery_only_ids),
         "frames_per_visit": [int(v) for v in frames_per_visit],
     }  # fmt: skip
+    if gallery_sizes is not None:  # only when given: data made without it stays reusable
+        sizes = sorted({int(n) for n in gallery_sizes})
+        if fmt != "cuhk_sysu" or not sizes or sizes[0] < 1 or sizes[-1] > num_test_images - 1:
+            raise ValueError(
+                f"gallery_sizes must be cuhk_sysu gallery sizes in 1..num_test_images - 1 "
+                f"({num_test_images - 1}), got {list(gallery_sizes)} for fmt='{fmt}'"
+            )
+        params["gallery_sizes"] = sizes
     if frames_per_visit[0] < 1 or frames_per_visit[1] < frames_per_visit[0]:
         raise ValueError(
             f"frames_per_visit must be (min, max) with 1 <= min <= max, got {frames_per_visit}"

@@ -124,6 +124,21 @@ def test_cuhk_layout_read_by_real_parsers(tmp_path, mat_strings):
             assert len(q["gallery_gt"]) >= 1 and set(q["gallery_gt"]) <= set(gal)
 
 
+def test_gallery_sizes_choose_the_protocol_files_and_keep_their_content(tmp_path):
+    """Only the asked TestG<N> files are written; each equals the one written by default (the
+    distractor order does not depend on which files are written); bad sizes are refused."""
+    args = {**TINY, "num_test_images": 24}
+    full = generate_synthetic_scenes(str(tmp_path / "a"), **args)
+    some = generate_synthetic_scenes(str(tmp_path / "b"), gallery_sizes=[10], **args)
+    assert cuhk_sysu_gallery_sizes(full) == [10, 20] and cuhk_sysu_gallery_sizes(some) == [10]
+    ta, tb = _tree(full), _tree(some)
+    assert set(ta) - set(tb) == {os.path.join("annotation", "test", "train_test", "TestG20.mat")}
+    assert all(ta[k] == tb[k] for k in tb if k != "manifest.json")
+    for bad, fmt in (([24], "cuhk_sysu"), ([0], "cuhk_sysu"), ([], "cuhk_sysu"), ([10], "prw")):
+        with pytest.raises(ValueError, match="gallery_sizes"):
+            generate_synthetic_scenes(str(tmp_path / "c"), fmt=fmt, gallery_sizes=bad, **args)
+
+
 def test_prw_layout_read_by_real_parsers(tmp_path):
     out = generate_synthetic_scenes(str(tmp_path), fmt="prw", seed=0, **TINY)
     train, gallery, queries = load_prw_train(out), load_prw_gallery(out), load_prw_query(out)

@@ -4,6 +4,7 @@ plumbing, and one tiny end-to-end run whose outputs must be written and well-for
 import csv
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -121,6 +122,47 @@ def test_validation_jobs_train_on_two_sources_and_test_on_the_third(bench, tmp_p
     assert json.loads(opts["DATASETS.TEST"]) == ["synthetic_reid_synB_test"]
     assert opts["MODEL.GMN.DP.RATE"] == "0.3" and j.target == "synB"
     assert by["gmn_cosine@0.3/synA/seed0"].deps == ["gmn@0.3/synA/seed0"]
+
+
+def test_finished_runs_are_reused_only_on_the_same_data(bench, tmp_path):
+    """Changing the scenes' sizes changes only the search rows' data key: DG runs are reused,
+    search runs (and runs finished before keys were recorded) are redone."""
+    import argparse
+
+    base = bench.DATA["default"]
+    bigger = {**base, "scenes": {**base["scenes"], "num_test_ids": 2000}}
+    k0, k1 = bench.data_keys(base, 0), bench.data_keys(bigger, 0)
+    assert k0["reid"] == k1["reid"] and k0["scenes"] != k1["scenes"]
+    quick = bench.data_keys(bench.DATA["quick"], 0)  # --quick: smaller scenes, same domains
+    assert quick["reid"] == k0["reid"] and quick["scenes"] != k0["scenes"]
+    assert bench.data_keys(base, 1)["reid"] != k0["reid"]  # another seed, other data
+    args = argparse.Namespace(targets=["synA"], seeds=[0], scale=0.25, max_iter=None)
+    rows = bench.select_rows(["dg_baseline", "oim", "tdn"])
+
+    def jobs(keys):
+        return {j.name: j for j in bench.build_jobs(rows, args, str(tmp_path), keys)[0]}
+
+    old = jobs(k0)
+    assert {j.data for j in old.values()} == {k0["reid"], k0["scenes"]}
+    assert old["teacher/cuhk_sysu/seed0"].data == k0["scenes"]
+    for j in old.values():
+        os.makedirs(j.out_dir)
+        done = {"args": j.args, "data": j.data, "seconds": 1.0, "result": {"mAP": 5.0}}
+        if j.name.startswith("tdn/"):
+            del done["data"]  # written before the data keys were recorded
+        with open(os.path.join(j.out_dir, "benchmark_done.json"), "w") as f:
+            json.dump(done, f)
+    same = jobs(k0)
+    bench.run_jobs(list(same.values()), {}, 1, run=False)
+    assert {n: j.status for n, j in same.items()} == {
+        "dg_baseline/synA/seed0": "done",
+        "oim/cuhk_sysu/seed0": "done",
+        "teacher/cuhk_sysu/seed0": "done",
+        "tdn/cuhk_sysu/seed0": "not run (--summarise-only)",
+    }
+    new = jobs(k1)
+    bench.run_jobs(list(new.values()), {}, 1, run=False)
+    assert [n for n, j in new.items() if j.status == "done"] == ["dg_baseline/synA/seed0"]
 
 
 def test_choice_summary_picks_the_best_mean_with_paired_differences(bench):
