@@ -237,27 +237,28 @@ def _spec_digest(spec: Dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True, default=list).encode()).hexdigest()
 
 
-def data_key(data: Dict, data_seed: int) -> str:
-    """Folder name of the generated data (generator versions, seed, a digest of the sizes)."""
+def _generator_versions() -> Dict[str, int]:
+    """``{"reid": ..., "scenes": ...}``: the versions of the two data generators."""
     from reid_plugins.data import synthetic_reid, synthetic_scenes
 
+    return dict(reid=synthetic_reid.GENERATOR_VERSION, scenes=synthetic_scenes._VERSION)
+
+
+def data_key(data: Dict, data_seed: int) -> str:
+    """Folder name of the generated data (generator versions, seed, a digest of the sizes)."""
+    versions = _generator_versions()
     spec = dict(
-        reid_version=synthetic_reid.GENERATOR_VERSION,
-        scenes_version=synthetic_scenes._VERSION,
-        seed=data_seed,
-        **data,
+        reid_version=versions["reid"], scenes_version=versions["scenes"], seed=data_seed, **data
     )
-    versions = f"v{spec['reid_version']}.{spec['scenes_version']}"
-    return f"{versions}-seed{data_seed}-{_spec_digest(spec)[:10]}"
+    tag = f"v{versions['reid']}.{versions['scenes']}"
+    return f"{tag}-seed{data_seed}-{_spec_digest(spec)[:10]}"
 
 
 def data_keys(data: Dict, data_seed: int) -> Dict[str, str]:
     """``{"reid": key, "scenes": key}``: what each run group's data depends on (its
     generator's version, the seed, its sizes). A finished run is reused only when its key is
     unchanged, so changing the scenes' size reruns the search rows and keeps the DG runs."""
-    from reid_plugins.data import synthetic_reid, synthetic_scenes
-
-    versions = dict(reid=synthetic_reid.GENERATOR_VERSION, scenes=synthetic_scenes._VERSION)
+    versions = _generator_versions()
     return {
         part: f"{part}-v{versions[part]}-seed{data_seed}-"
         + _spec_digest(dict(version=versions[part], seed=data_seed, sizes=data[part]))[:10]
