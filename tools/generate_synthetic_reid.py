@@ -59,6 +59,12 @@ def parse_args(argv=None):
     p.add_argument("--num-distractors", type=int, default=50)
     p.add_argument("--num-junk", type=int, default=20)
     p.add_argument(
+        "--test-ids-scale",
+        type=float,
+        default=1.0,
+        help="multiply every domain's dataset-like number of test ids (a larger test split)",
+    )
+    p.add_argument(
         "--overwrite", action="store_true", help="regenerate even if a matching manifest exists"
     )
     return p.parse_args(argv)
@@ -78,6 +84,7 @@ def main(argv=None) -> int:
         height=args.height,
         width=args.width,
         num_distractors=args.num_distractors,
+        test_ids_scale=args.test_ids_scale,
         num_junk=args.num_junk,
         overwrite=args.overwrite,
     )

@@ -107,7 +107,8 @@ def _layout(domain: str, params: Dict[str, Any]) -> Dict[str, Any]:
     ``images_per_id_per_cam``) give the uniform layout: every identity in every camera with
     that many images, queries in every camera but one. ``None`` takes the domain's dataset-like
     values from its style (``num_cams``; ``ids_factor`` / ``test_ids_factor`` x
-    :data:`BASE_TRAIN_IDS` / :data:`BASE_TEST_IDS`; ``images_per_id``), with identities seen
+    :data:`BASE_TRAIN_IDS` / :data:`BASE_TEST_IDS`, test ids x ``test_ids_scale``;
+    ``images_per_id``), with identities seen
     by a random subset of >= 2 cameras and one query per identity and camera (the Market-1501
     protocol: 3,368 queries = one per identity and camera of the 750 test ids).
     """
@@ -115,8 +116,12 @@ def _layout(domain: str, params: Dict[str, Any]) -> Dict[str, Any]:
     uniform = params["images_per_id_per_cam"] is not None
     ncam = params["num_cams"] or int(style.get("num_cams", 3))
     ntr = params["num_train_ids"] or max(2, round(BASE_TRAIN_IDS * style.get("ids_factor", 1.0)))
+    scale = params.get("test_ids_scale", 1.0)  # stored only when not 1 (older manifests)
     nte = params["num_test_ids"] or max(
-        2, round(BASE_TEST_IDS * style.get("ids_factor", 1.0) * style.get("test_ids_factor", 1.0))
+        2,
+        round(
+            BASE_TEST_IDS * style.get("ids_factor", 1.0) * style.get("test_ids_factor", 1.0) * scale
+        ),
     )
     return dict(
         uniform=uniform,
@@ -226,6 +231,7 @@ def generate_synthetic_reid(
     width: int = 32,
     num_distractors: int = 50,
     num_junk: int = 20,
+    test_ids_scale: float = 1.0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Dict[str, str]:
@@ -249,6 +255,10 @@ def generate_synthetic_reid(
             ``num_cams``.
         height, width: image size in pixels.
         num_distractors, num_junk: extra gallery images with pid 0 / pid -1 per domain.
+        test_ids_scale: multiplies every domain's dataset-like number of test identities
+            (only with ``num_test_ids`` None), keeping the domains' ratios and layout: a larger
+            test split for a smaller standard error of mAP. The train split, and the first
+            test identities' images, are unchanged.
         overwrite: regenerate even if a matching manifest exists, and replace a domain whose
             manifest holds other parameters (otherwise that is an error).
         progress: show a tqdm progress bar.
@@ -273,6 +283,11 @@ def generate_synthetic_reid(
         height < 16 or width < 8
     ):
         raise ValueError("images_per_id_per_cam >= 1, height >= 16 and width >= 8 are required")
+    if not test_ids_scale > 0 or (num_test_ids is not None and test_ids_scale != 1.0):
+        raise ValueError(
+            f"test_ids_scale must be > 0 and only scales the dataset-like test split (with "
+            f"num_test_ids None), got test_ids_scale={test_ids_scale}, num_test_ids={num_test_ids}"
+        )
     if len(set(domains)) != len(domains) or not domains:
         raise ValueError(f"domains must be distinct non-empty names, got {list(domains)}")
     from tqdm import tqdm
@@ -294,6 +309,8 @@ def generate_synthetic_reid(
             num_distractors=int(num_distractors),
             num_junk=int(num_junk),
         )
+        if test_ids_scale != 1.0:  # absent at 1: manifests written before it stay valid
+            params["test_ids_scale"] = float(test_ids_scale)
         ddir = os.path.abspath(os.path.join(base, domain))
         out[domain] = ddir
         manifest_path = os.path.join(ddir, "manifest.json")

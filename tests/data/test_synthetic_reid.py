@@ -130,6 +130,10 @@ def test_invalid_parameters(tmp_path):
         syn.generate_synthetic_reid(str(tmp_path), num_cams=10, progress=False)
     with pytest.raises(ValueError, match="distinct"):
         syn.generate_synthetic_reid(str(tmp_path), domains=("a", "a"), progress=False)
+    with pytest.raises(ValueError, match="test_ids_scale"):
+        syn.generate_synthetic_reid(str(tmp_path), test_ids_scale=0, progress=False)
+    with pytest.raises(ValueError, match="test_ids_scale"):  # would be silently ignored
+        syn.generate_synthetic_reid(str(tmp_path), num_test_ids=3, test_ids_scale=2, progress=False)
 
 
 def _torso_legs_colour(path):
@@ -251,6 +255,41 @@ def test_dataset_like_layout(tmp_path, monkeypatch):
     assert len(load_market_style(paths["synD"], "train", dataset_name="d")) > 3 * len(
         load_market_style(paths["synC"], "train", dataset_name="c")
     )
+
+
+def test_test_ids_scale_grows_only_the_test_split(tmp_path, monkeypatch):
+    """``test_ids_scale`` multiplies every domain's dataset-like test ids (ratios kept); the
+    train split is byte-identical and the first test identities keep their images. At 1 it
+    is not stored, so data generated before the parameter existed stay cached."""
+    monkeypatch.setattr(syn, "BASE_TRAIN_IDS", 3)
+    monkeypatch.setattr(syn, "BASE_TEST_IDS", 4)
+    kw = dict(domains=("synA", "synC"), num_distractors=1, num_junk=1, progress=False)
+    one = syn.generate_synthetic_reid(str(tmp_path / "x1"), **kw)
+    two = syn.generate_synthetic_reid(str(tmp_path / "x2"), test_ids_scale=2, **kw)
+    for d, test_ids in (("synA", 4), ("synC", 8)):  # synC's test_ids_factor 2 is kept
+        m1 = json.load(open(os.path.join(one[d], "manifest.json")))
+        m2 = json.load(open(os.path.join(two[d], "manifest.json")))
+        assert "test_ids_scale" not in m1["params"] and m2["params"]["test_ids_scale"] == 2.0
+        ids1 = {r["pid"] for r in load_market_style(one[d], "test", dataset_name=d)}
+        ids2 = {r["pid"] for r in load_market_style(two[d], "test", dataset_name=d)}
+        assert len(ids1 - {0, -1}) == test_ids and len(ids2 - {0, -1}) == 2 * test_ids
+        assert ids1 - {0, -1} < ids2
+        train = "bounding_box_train"
+        names = sorted(os.listdir(os.path.join(one[d], train)))
+        assert names == sorted(os.listdir(os.path.join(two[d], train)))
+        _, mismatch, errors = filecmp.cmpfiles(
+            os.path.join(one[d], train), os.path.join(two[d], train), names, shallow=False
+        )
+        assert not mismatch and not errors
+        q1 = sorted(os.listdir(os.path.join(one[d], "query")))
+        q2 = set(os.listdir(os.path.join(two[d], "query")))
+        assert set(q1) < q2  # the first test ids' queries: same names (and frames)
+        _, mismatch, _ = filecmp.cmpfiles(
+            os.path.join(one[d], "query"), os.path.join(two[d], "query"), q1, shallow=False
+        )
+        assert not mismatch
+    again = syn.generate_synthetic_reid(str(tmp_path / "x1"), test_ids_scale=1.0, **kw)
+    assert again == one  # same params as before: cached, no regeneration error
 
 
 def test_clothing_priors_differ_by_season():
