@@ -30,10 +30,11 @@ file names ``PPPP_cCs1_FFFFFF_00.jpg`` so the real Market loader reads them (reg
   Other domain names get a style drawn from the seed.
 * Test split (dataset-like layout): one query per test identity and camera it appears in
   (the Market-1501 protocol: 3,368 queries for 750 test ids), so with the default
-  :data:`BASE_TEST_IDS` every domain has 700-1,100 queries and the bootstrap standard error
-  of mAP over queries is below one point; the rest is the gallery, plus ``num_distractors``
-  pid-0 images (background with an off-centre or tiny person) and ``num_junk`` pid -1
-  images (crops with little person). Explicit ``num_cams`` / ``images_per_id_per_cam`` give
+  :data:`BASE_TEST_IDS` every domain has 755-1,214 queries: a bootstrap standard error of mAP
+  over queries of about one point at 40-65 mAP (``test_ids_scale`` multiplies every domain's
+  test ids; the built-in benchmark doubles them). The rest is the gallery, plus
+  ``num_distractors`` pid-0 images (background with an off-centre or tiny person) and
+  ``num_junk`` pid -1 images (crops with little person). Explicit ``num_cams`` / ``images_per_id_per_cam`` give
   the older uniform layout (every identity in every camera, queries in all cameras but one),
   used by the small unit tests.
 * Identities are independent draws per (domain, pid), so they are disjoint across domains and
