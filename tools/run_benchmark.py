@@ -163,7 +163,7 @@ CLAIMS: List[Tuple[str, str, int, str]] = [
 SCENES_TEST = dict(num_test_images=2250, num_test_ids=1500, gallery_sizes=(10, 20, 50, 100))
 #: The ReID domains' test splits doubled (same ratios across domains, same train splits): at
 #: the configs' schedules the DG models reach 30-66 mAP on synA, where its generator-default
-#: 755 queries gave a bootstrap SE of 0.9-1.2; 2x (1,544 queries) -> ~0.65-0.85.
+#: 755 queries gave a bootstrap SE of 0.9-1.2 per run; 2x (1,544 queries): 0.55-0.81 measured.
 REID_TEST = dict(test_ids_scale=2.0)
 DATA = {
     "default": {"reid": REID_TEST, "scenes": SCENES_TEST},
