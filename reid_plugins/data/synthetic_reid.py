@@ -34,9 +34,9 @@ file names ``PPPP_cCs1_FFFFFF_00.jpg`` so the real Market loader reads them (reg
   over queries of about one point at 40-65 mAP (``test_ids_scale`` multiplies every domain's
   test ids; the built-in benchmark doubles them). The rest is the gallery, plus
   ``num_distractors`` pid-0 images (background with an off-centre or tiny person) and
-  ``num_junk`` pid -1 images (crops with little person). Explicit ``num_cams`` / ``images_per_id_per_cam`` give
-  the older uniform layout (every identity in every camera, queries in all cameras but one),
-  used by the small unit tests.
+  ``num_junk`` pid -1 images (crops with little person). Explicit ``num_cams`` /
+  ``images_per_id_per_cam`` give the older uniform layout (every identity in every camera,
+  queries in all cameras but one), used by the small unit tests.
 * Identities are independent draws per (domain, pid), so they are disjoint across domains and
   across train/test (test pids follow the train pids).
 
