@@ -22,8 +22,9 @@ Rows (``--rows`` selects by key or group ``dg`` / ``search``):
   (GMN's baseline), ``gmn_cosine`` (the ``gmn`` model ranked by cosine: a diagnostic),
   ``gmn_no_dp``, ``gmn_no_pic``, ``upper_bound`` (trained on the target);
 * person search on the synthetic CUHK-SYSU scenes: ``oim``, ``tdn_baseline``,
-  ``tdn_teacher_only``, ``tdn_ktb_only``, ``tdn``, ``tdn_rcp`` (the ``tdn`` checkpoint
-  evaluated with RCP); the teacher is trained once per seed.
+  ``tdn_teacher_only``, ``tdn_ktb_only``, ``tdn``, ``tdn_rcp``; the teacher is trained once
+  per seed. ``tdn`` and ``tdn_rcp`` are one run evaluated with RCP: the same gallery and query
+  passes ranked without (``tdn``) and with context persons (``tdn_rcp``).
 
 Hyperparameters are chosen without the test sets (``--validation``): the data are drawn at
 another data seed (``--data-seed`` + 1000: new identities, images and scenes from the same
@@ -79,7 +80,9 @@ ITER_KEYS_OPTIONAL = ("MODEL.GMN.DP.WARMUP_ITERS",)
 
 @dataclass
 class Row:
-    """One benchmark row: a config plus overrides; ``eval_of``: evaluate another row's model."""
+    """One benchmark row: a config plus overrides; ``eval_of``: evaluate another row's model;
+    ``view_of``: no run of its own, read another row's run under the results key ``metric``
+    (``""``: ``"reid"`` / ``"search"``)."""
 
     key: str
     group: str  # "dg" or "search"
@@ -89,12 +92,15 @@ class Row:
     teacher: bool = False  # TDN rows: pass the per-seed teacher checkpoint
     on_target: bool = False  # DG upper bound: train on the target's train split
     eval_of: Optional[str] = None
+    view_of: Optional[str] = None
+    metric: str = ""
 
 
 _M3L = "projects/m3l/synthetic_m3l.yaml"
 _GMN = "projects/gmn"
 _TDN = "projects/tdn"
 _NO_RCP = ["TEST.SEARCH.RCP.ENABLED", "False"]
+_RCP = ["TEST.SEARCH.RCP.ENABLED", "True"]
 ROWS: List[Row] = [
     Row("dg_baseline", "dg", "DG baseline (memory + triplet)", "projects/baseline/synthetic_dg.yaml"),
     Row(
@@ -130,8 +136,10 @@ ROWS: List[Row] = [
     Row("tdn_baseline", "search", "TDN baseline (no teacher, no KTB)", f"{_TDN}/synthetic_baseline.yaml", list(_NO_RCP)),
     Row("tdn_teacher_only", "search", "TDN teacher only (no KTB)", f"{_TDN}/synthetic_teacher_only.yaml", list(_NO_RCP), teacher=True),
     Row("tdn_ktb_only", "search", "TDN KTB only (no teacher)", f"{_TDN}/synthetic_ktb_only.yaml", list(_NO_RCP)),
-    Row("tdn", "search", "TDN (teacher + KTB)", f"{_TDN}/synthetic.yaml", list(_NO_RCP), teacher=True),
-    Row("tdn_rcp", "search", "TDN + RCP", f"{_TDN}/synthetic.yaml", ["TEST.SEARCH.RCP.ENABLED", "True"], teacher=True, eval_of="tdn"),
+    # one run evaluated with RCP gives both rows: the ranking without (PersonSearchEvaluator's
+    # "search_without_rcp") and with context persons, from the same gallery and query passes
+    Row("tdn", "search", "TDN (teacher + KTB)", f"{_TDN}/synthetic.yaml", list(_RCP), teacher=True, metric="search_without_rcp"),
+    Row("tdn_rcp", "search", "TDN + RCP", f"{_TDN}/synthetic.yaml", list(_RCP), teacher=True, view_of="tdn", metric="search"),
 ]  # fmt: skip
 TEACHER = Row(
     "teacher", "teacher", "TDN teacher (strong baseline on crops)", f"{_TDN}/teacher_synthetic.yaml"
@@ -273,20 +281,43 @@ def data_keys(data: Dict, data_seed: int) -> Dict[str, str]:
 
 
 def prepare_data(root: str, data: Dict, data_seed: int, need_dg: bool, need_search: bool) -> None:
-    """Generate (or reuse) the ReID domains, the CUHK-SYSU scenes and their crops."""
-    if need_dg:
-        from reid_plugins.data.synthetic_reid import generate_synthetic_reid
+    """Generate (or reuse) the ReID domains, the CUHK-SYSU scenes and their crops; when both
+    are needed the ReID domains are generated in a second process meanwhile (each generator is
+    single-process and deterministic, so the data are the same)."""
+    from reid_plugins.data.synthetic_reid import generate_synthetic_reid
 
-        generate_synthetic_reid(root, seed=data_seed, progress=False, **data["reid"])
-    if need_search:
-        from reid_plugins.data.person_crops import build_person_crops
-        from reid_plugins.data.synthetic_scenes import generate_synthetic_scenes
+    reid = dict(seed=data_seed, progress=False, **data["reid"])
+    if not need_search:
+        if need_dg:
+            generate_synthetic_reid(root, **reid)
+        return
+    from reid_plugins.data.person_crops import build_person_crops
+    from reid_plugins.data.synthetic_scenes import generate_synthetic_scenes
 
+    pending = None
+    if need_dg:  # python -c: no re-import of this script in the child
+        code = (
+            "import json, sys; from reid_plugins.data.synthetic_reid import "
+            "generate_synthetic_reid as g; g(sys.argv[1], **json.loads(sys.argv[2]))"
+        )
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        pending = subprocess.Popen(
+            [sys.executable, "-c", code, root, json.dumps(reid)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
         generate_synthetic_scenes(
             root, seed=data_seed, fmt="cuhk_sysu", progress=False, **data["scenes"]
         )
         os.environ["REID_DATASETS"] = root
         build_person_crops("synthetic_cuhk_sysu", root, progress=False)
+    finally:
+        if pending is not None:
+            err = pending.communicate()[1]
+            if pending.returncode:
+                raise SystemExit(f"generating the ReID domains in {root} failed:\n{err[-3000:]}")
 
 
 def _load_cfg(config: str):
@@ -356,6 +387,7 @@ class Job:
     args: List[str]
     deps: List[str] = field(default_factory=list)
     data: str = ""  # data_keys(...)[its group's data]: a finished run is reused only on it
+    view_of: str = ""  # the job whose run this one reads (Row.view_of); runs nothing itself
     status: str = "pending"
     seconds: float = 0.0
     result: Dict = field(default_factory=dict)
@@ -381,7 +413,8 @@ def expand_choices(rows: List[Row], key: Optional[str], values: Sequence[str]) -
             out.append(
                 Row(f"{r.key}@{v}", r.group, f"{r.label}, {key} {v}", r.config,
                     list(r.opts) + [key, str(v)], teacher=r.teacher, on_target=r.on_target,
-                    eval_of=f"{r.eval_of}@{v}" if r.eval_of else None)
+                    eval_of=f"{r.eval_of}@{v}" if r.eval_of else None,
+                    view_of=f"{r.view_of}@{v}" if r.view_of else None, metric=r.metric)
             )  # fmt: skip
     return out
 
@@ -422,6 +455,11 @@ def build_jobs(
             for s in args.seeds:
                 name = f"{r.key}/{tgt}/seed{s}"
                 out_dir = os.path.join(out, "runs", r.key, tgt, f"seed{s}")
+                if r.view_of:
+                    src = f"{r.view_of}/{tgt}/seed{s}"
+                    src_dir = os.path.join(out, "runs", r.view_of, tgt, f"seed{s}")
+                    jobs[name] = Job(name, r, tgt, s, src_dir, [], [src], view_of=src)
+                    continue
                 a = ["--config-file", os.path.join(REPO, r.config)]
                 deps = []
                 if r.eval_of:
@@ -454,8 +492,10 @@ def build_jobs(
     return order, skipped
 
 
-def _read_eval(out_dir: str) -> Dict:
-    """Metrics and per-query APs of a finished run (``eval_results.json`` and the dumps)."""
+def _read_eval(out_dir: str, metric: str = "") -> Dict:
+    """Metrics and per-query APs of a finished run (``eval_results.json`` and the dumps);
+    ``metric``: the person-search results key (default ``"search"``; ``"search_without_rcp"``
+    of an RCP evaluation reads its ``search_results_*_without_rcp.json``)."""
     with open(os.path.join(out_dir, "eval_results.json")) as f:
         res = json.load(f)
     (dataset, inner), *_ = res.items()
@@ -464,13 +504,19 @@ def _read_eval(out_dir: str) -> Dict:
         out["mAP"], out["rank1"] = inner["reid"]["mAP"], inner["reid"]["Rank-1"]
         dump = os.path.join(out_dir, "inference", dataset, f"reid_topk_{dataset}.json")
     else:
-        s = inner.get("search", {})
+        key = metric or "search"
+        s = inner.get(key, {})
         out["mAP"], out["rank1"] = s.get("mAP"), s.get("top-1")
         det, thresh = inner.get("detection", {}), s.get("det_thresh", 0.5)
         out["det_AP"] = det.get(f"AP@{thresh:g}", det.get("AP"))  # AP at the search threshold
         folder = os.path.join(out_dir, "inference", dataset)
         names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-        dumps = [n for n in names if n.startswith("search_results_")]
+        plain = key == "search_without_rcp"
+        dumps = [
+            n
+            for n in names
+            if n.startswith("search_results_") and n.endswith("_without_rcp.json") == plain
+        ]
         dump = os.path.join(folder, dumps[0]) if dumps else ""
     if dump and os.path.isfile(dump):
         with open(dump) as f:
@@ -530,6 +576,8 @@ def run_jobs(
     """Run the jobs (dependencies first) on ``num_workers`` persistent worker processes
     (:func:`worker_loop`); progress with ETA on the console."""
     by_name = {j.name: j for j in jobs}
+    views = [j for j in jobs if j.view_of]
+    jobs = [j for j in jobs if not j.view_of]
     todo = []
     for j in jobs:
         if reuse and os.path.isfile(os.path.join(j.out_dir, "benchmark_done.json")):
@@ -539,11 +587,32 @@ def run_jobs(
                 j.status, j.seconds, j.result = "done", done["seconds"], done["result"]
                 continue
         todo.append(j)
-    _log(f"{len(jobs)} runs, {len(jobs) - len(todo)} reused, {len(todo)} to do")
-    if not run:
-        for j in todo:
-            j.status = "not run (--summarise-only)"
-        return
+    _log(
+        f"{len(jobs)} runs, {len(jobs) - len(todo)} reused, {len(todo)} to do"
+        + (f" (+ {len(views)} rows read from them)" if views else "")
+    )
+    try:
+        if run:
+            _run_todo(todo, by_name, env, num_workers)
+        else:
+            for j in todo:
+                j.status = "not run (--summarise-only)"
+    finally:
+        for v in views:  # rows read from another row's run
+            src = by_name[v.view_of]
+            if src.status != "done":
+                v.status = f"skipped: {src.name} is not done"
+                continue
+            try:
+                v.result, v.status = _read_eval(src.out_dir, v.row.metric), "done"
+            except (OSError, ValueError, KeyError) as e:
+                v.status = f"failed: unreadable results ({e})"
+
+
+def _run_todo(
+    todo: List[Job], by_name: Dict[str, Job], env: Dict[str, str], num_workers: int
+) -> None:
+    """:func:`run_jobs`' scheduler: ``todo`` on persistent workers, dependencies first."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker"]
     workers = [
         subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE, text=True)
@@ -568,7 +637,7 @@ def run_jobs(
                 j.status = f"failed: see {j.out_dir}/benchmark.log"
                 if rc == 0:
                     try:
-                        j.result, j.status = _read_eval(j.out_dir), "done"
+                        j.result, j.status = _read_eval(j.out_dir, j.row.metric), "done"
                         with open(os.path.join(j.out_dir, "benchmark_done.json"), "w") as f:
                             json.dump(
                                 {"args": j.args, "data": j.data, "seconds": j.seconds,
@@ -859,9 +928,10 @@ def select_rows(keys: Optional[Sequence[str]]) -> List[Row]:
     if bad:
         raise SystemExit(f"--rows: unknown {bad}; choose from {sorted(known)}")
     rows = [r for r in ROWS if r.key in keys or r.group in keys]
-    for r in list(rows):  # an eval-only row needs the row whose model it evaluates
-        if r.eval_of and all(x.key != r.eval_of for x in rows):
-            rows.insert(rows.index(r), next(x for x in ROWS if x.key == r.eval_of))
+    for r in list(rows):  # an eval-only row / a view needs the row whose run it uses
+        src = r.eval_of or r.view_of
+        if src and all(x.key != src for x in rows):
+            rows.insert(rows.index(r), next(x for x in ROWS if x.key == src))
     return rows
 
 

@@ -43,8 +43,12 @@ Detection quality uses the gallery gt (``"boxes"``/``"pids"`` of the gallery inp
 Results (percentages 0-100; ``T`` = a threshold written with ``%g``, e.g. ``AP@0.01``)::
 
     {"search": {"mAP", "top-1", "top-5", "top-10", "det_thresh" (raw value, not a %)},
+     "search_without_rcp": {same keys as "search"},  # with RCP: the ranking without context
      "detection": {"recall@T", "AP@T", "recall_labeled@T", "AP_labeled@T"},  # needs gallery gt
      "search_gallery_curve": {size: mAP}}                                     # CUHK-SYSU
+
+With RCP, ``"search"`` ranks with context persons and ``"search_without_rcp"`` ranks the same
+features without them (one more ranking, no more inference): RCP's own effect in every run.
 """
 
 from __future__ import annotations
@@ -118,7 +122,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
             0.01, the reference's).
         detection_matching: ``"standard"`` (OIM/SeqNet reference rule) or ``"greedy"``.
         output_dir: if set, ``search_results_<protocol>.json`` with per-query records (query
-            image/box/pid, AP, top-10 gallery image ids, boxes, scores, correct flags).
+            image/box/pid, AP, top-10 gallery image ids, boxes, scores, correct flags); with
+            ``rcp`` also ``search_results_<protocol>_without_rcp.json``.
         distributed: gather predictions from all processes (rank 0 evaluates).
     """
 
@@ -449,31 +454,12 @@ class PersonSearchEvaluator(DatasetEvaluator):
             query_context_feats=contexts,
             progress=comm.is_main_process(),
         )
-        if self.protocol == "cuhk_sysu":
-            lists = [q["gallery"] for q in self.queries]
-            res = search_cuhk_sysu(
-                qfeats, qimgs, gallery, lists, full_set=self.gallery_size < 0, **kw
-            )
-        else:
-            if not annotations:
-                raise RuntimeError(
-                    "PRW needs gallery annotations: gallery inputs must carry 'boxes'/'pids'/"
-                    "'camid' or pass gallery_annotations"
-                )
-            res = search_prw(
-                qfeats,
-                qimgs,
-                [q["query_pid"] for q in self.queries],
-                [q["camid"] for q in self.queries],
-                gallery,
-                annotations,
-                cross_camera=self.cross_camera,
-                **kw,
-            )
-        results: Dict = {"search": {"mAP": 100 * res["mAP"]}}
-        for k in self.topk:
-            results["search"][f"top-{k}"] = 100 * res[f"top-{k}"]
-        results["search"]["det_thresh"] = self.det_thresh
+        res = self._search(qfeats, qimgs, gallery, annotations, **kw)
+        results: Dict = {"search": self._search_metrics(res)}
+        plain = None
+        if self.rcp:  # the same features ranked without context persons: RCP's own effect
+            plain = self._search(qfeats, qimgs, gallery, annotations, **dict(kw, rcp=None))
+            results["search_without_rcp"] = self._search_metrics(plain)
         if annotations:
             gt = {k: a["boxes"] for k, a in annotations.items()}
             pids = {k: a["pids"] for k, a in annotations.items()}
@@ -516,15 +502,51 @@ class PersonSearchEvaluator(DatasetEvaluator):
         )
         if self.output_dir:
             self._dump(res["records"], results)
+            if plain is not None:
+                self._dump(plain["records"], results, rcp=False)
         return results
 
-    def _dump(self, records: List[Dict], results: Dict) -> None:
+    def _search(self, qfeats, qimgs, gallery, annotations, **kw) -> Dict:
+        """One ranking of every query by the protocol (:func:`search_cuhk_sysu` /
+        :func:`search_prw`)."""
+        if self.protocol == "cuhk_sysu":
+            lists = [q["gallery"] for q in self.queries]
+            return search_cuhk_sysu(
+                qfeats, qimgs, gallery, lists, full_set=self.gallery_size < 0, **kw
+            )
+        if not annotations:
+            raise RuntimeError(
+                "PRW needs gallery annotations: gallery inputs must carry 'boxes'/'pids'/"
+                "'camid' or pass gallery_annotations"
+            )
+        return search_prw(
+            qfeats,
+            qimgs,
+            [q["query_pid"] for q in self.queries],
+            [q["camid"] for q in self.queries],
+            gallery,
+            annotations,
+            cross_camera=self.cross_camera,
+            **kw,
+        )
+
+    def _search_metrics(self, res: Dict) -> Dict:
+        out = {"mAP": 100 * res["mAP"]}
+        for k in self.topk:
+            out[f"top-{k}"] = 100 * res[f"top-{k}"]
+        out["det_thresh"] = self.det_thresh
+        return out
+
+    def _dump(self, records: List[Dict], results: Dict, rcp: bool = True) -> None:
+        """``search_results_<protocol>.json`` (``..._without_rcp.json``: the ranking without
+        context persons of an RCP evaluation)."""
         for r in records:
             q = self.queries[r["query_index"]]
             r["query_box"] = q["query_box"].tolist()
             r["query_pid"] = q["query_pid"]
         os.makedirs(self.output_dir, exist_ok=True)
-        path = os.path.join(self.output_dir, f"search_results_{self.protocol}.json")
+        suffix = "" if rcp else "_without_rcp"
+        path = os.path.join(self.output_dir, f"search_results_{self.protocol}{suffix}.json")
         settings = {
             "dataset": self.dataset_name,
             "query_dataset": self.query_dataset_name,
@@ -532,7 +554,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             "gallery_size": self.gallery_size,
             "det_thresh": self.det_thresh,
             "detection_matching": self.detection_matching,
-            "rcp": self.rcp,
+            "rcp": self.rcp if rcp else None,
             "cross_camera": self.cross_camera,
         }
         with open(path, "w") as f:

@@ -303,3 +303,33 @@ def test_one_seeding_protocol_for_crops_and_scenes():
     assert seen == [42]
     draws = MapDataset([{"a": 1}], lambda r: float(torch.rand(1)))
     assert draws[(0, 5)] == draws[(0, 5)] != draws[(0, 6)]
+
+
+def test_seeded_mapper_draws_equal_a_manual_seed_and_leave_no_trace(monkeypatch):
+    """A mapper without a ``seed`` keyword draws exactly what it would after
+    ``torch.manual_seed`` / ``np.random.seed`` / ``random.seed`` of the sample seed, the three
+    global states are restored afterwards, and no CUDA re-seed is requested (it formatted the
+    stack on every sample and, in a main-process loader on a GPU, overwrote the model's CUDA
+    RNG)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from reid_plugins.data.build import MapDataset
+
+    def draw(_record):
+        return float(torch.rand(1)), float(np.random.rand()), random.random()
+
+    torch.manual_seed(7), np.random.seed(7 % 2**32), random.seed(7)
+    expected = draw(None)
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    after = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    cuda_seeds = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: cuda_seeds.append(s))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: cuda_seeds.append(s))
+    assert MapDataset([{"a": 1}], draw)[(0, 7)] == expected
+    assert torch.equal(torch.get_rng_state(), after[0])
+    assert np.array_equal(np.random.get_state()[1], after[1])
+    assert random.getstate() == after[2]
+    assert cuda_seeds == []

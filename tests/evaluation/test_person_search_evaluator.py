@@ -174,6 +174,39 @@ def test_rcp_context_from_query_image_detections(with_dets):
     plain = search_cuhk_sysu(qfeats, qimgs, gal, lists)
     assert res["search"]["mAP"] == pytest.approx(100 * ref["mAP"])
     assert ref["mAP"] != pytest.approx(plain["mAP"])  # RCP changed something in this toy
+    # the same features ranked without context persons, reported next to it
+    assert res["search_without_rcp"]["mAP"] == pytest.approx(100 * plain["mAP"])
+    assert res["search_without_rcp"]["top-1"] == pytest.approx(100 * plain["top-1"])
+
+
+def test_rcp_run_also_reports_and_dumps_the_ranking_without_context(tmp_path):
+    """``search_without_rcp`` of an RCP evaluation equals ``search`` of the same outputs
+    evaluated without RCP, and its per-query dump is written beside the RCP one."""
+    records, outputs, queries, qfeats = make_world(2)
+    runs = {}
+    for rcp in (None, (0.1, 0.5)):
+        out = tmp_path / str(rcp is not None)
+        ev = PersonSearchEvaluator(
+            dataset_name="toy", queries=queries, rcp=rcp, output_dir=str(out)
+        )
+        feed(ev, records, outputs, qfeats, with_dets=True)
+        runs[rcp is not None] = (ev.evaluate(), out)
+    (plain, plain_dir), (with_rcp, rcp_dir) = runs[False], runs[True]
+    assert "search_without_rcp" not in plain
+    assert with_rcp["search_without_rcp"] == plain["search"]
+    assert with_rcp["search"]["mAP"] != pytest.approx(plain["search"]["mAP"])
+    assert with_rcp["detection"] == plain["detection"]
+    assert sorted(os.listdir(plain_dir)) == ["search_results_cuhk_sysu.json"]
+    assert sorted(os.listdir(rcp_dir)) == [
+        "search_results_cuhk_sysu.json",
+        "search_results_cuhk_sysu_without_rcp.json",
+    ]
+    a = json.load(open(plain_dir / "search_results_cuhk_sysu.json"))
+    b = json.load(open(rcp_dir / "search_results_cuhk_sysu_without_rcp.json"))
+    assert b["settings"]["rcp"] is None and a["queries"] == b["queries"]
+    c = json.load(open(rcp_dir / "search_results_cuhk_sysu.json"))
+    assert c["settings"]["rcp"] == [0.1, 0.5]
+    assert [q["ap"] for q in c["queries"]] != [q["ap"] for q in a["queries"]]
 
 
 def test_add_query_api_equals_process_queries():

@@ -55,7 +55,7 @@ def test_schedule_scaling_and_row_selection(bench):
     short = dict(zip(*[iter(bench.schedule_opts("projects/gmn/synthetic.yaml", 1.0, 20))] * 2))
     assert short["SOLVER.MAX_ITER"] == "20" and json.loads(short["SOLVER.STEPS"]) == [15]
     assert short["MODEL.GMN.DP.WARMUP_ITERS"] == "5"
-    rows = bench.select_rows(["tdn_rcp"])  # an eval-only row brings the row it evaluates
+    rows = bench.select_rows(["tdn_rcp"])  # a row read from another row's run brings it
     assert [r.key for r in rows] == ["tdn", "tdn_rcp"]
     assert {r.key for r in bench.select_rows(["dg"])} == {
         r.key for r in bench.ROWS if r.group == "dg"
@@ -163,6 +163,42 @@ def test_finished_runs_are_reused_only_on_the_same_data(bench, tmp_path):
     new = jobs(k1)
     bench.run_jobs(list(new.values()), {}, 1, run=False)
     assert [n for n, j in new.items() if j.status == "done"] == ["dg_baseline/synA/seed0"]
+
+
+def test_tdn_and_tdn_rcp_are_one_rcp_run_read_twice(bench, tmp_path):
+    """``tdn`` runs once with RCP; its row reads ``search_without_rcp`` (and that ranking's
+    per-query dump), ``tdn_rcp`` runs nothing and reads ``search`` of the same run; a view of
+    a run that is not done is skipped."""
+    import argparse
+
+    args = argparse.Namespace(targets=["synA"], seeds=[0, 1], scale=0.25, max_iter=None)
+    jobs = {j.name: j for j in bench.build_jobs(bench.select_rows(["tdn_rcp"]), args,
+                                                str(tmp_path))[0]}  # fmt: skip
+    tdn, view = jobs["tdn/cuhk_sysu/seed0"], jobs["tdn_rcp/cuhk_sysu/seed0"]
+    opts = dict(zip(tdn.args[0::2], tdn.args[1::2]))
+    assert opts["TEST.SEARCH.RCP.ENABLED"] == "True" and "--eval-only" not in tdn.args
+    assert view.args == [] and view.view_of == tdn.name and view.out_dir == tdn.out_dir
+    folder = os.path.join(tdn.out_dir, "inference", "synthetic_cuhk_sysu_gallery")
+    os.makedirs(folder)
+    results = {"search": {"mAP": 30.0, "top-1": 40.0, "det_thresh": 0.5},
+               "search_without_rcp": {"mAP": 20.0, "top-1": 25.0, "det_thresh": 0.5},
+               "detection": {"AP@0.5": 70.0}}  # fmt: skip
+    with open(os.path.join(tdn.out_dir, "eval_results.json"), "w") as f:
+        json.dump({"synthetic_cuhk_sysu_gallery": results}, f)
+    for name, aps in (("", [0.2, 0.4]), ("_without_rcp", [0.1, 0.3, 0.2])):
+        with open(os.path.join(folder, f"search_results_cuhk_sysu{name}.json"), "w") as f:
+            json.dump({"queries": [{"ap": a} for a in aps]}, f)
+    plain = bench._read_eval(tdn.out_dir, tdn.row.metric)
+    assert plain["mAP"] == 20.0 and plain["rank1"] == 25.0 and plain["det_AP"] == 70.0
+    assert plain["num_queries"] == 3 and plain["mean_query_ap"] == pytest.approx(20.0)
+    done = {"args": tdn.args, "data": "", "seconds": 9.0, "result": plain}
+    with open(os.path.join(tdn.out_dir, "benchmark_done.json"), "w") as f:
+        json.dump(done, f)
+    bench.run_jobs(list(jobs.values()), {}, 1, run=False)
+    assert view.status == "done" and view.result["mAP"] == 30.0 and view.result["rank1"] == 40.0
+    assert view.result["num_queries"] == 2 and view.result["mean_query_ap"] == pytest.approx(30.0)
+    assert tdn.status == "done" and tdn.result["mAP"] == 20.0
+    assert jobs["tdn_rcp/cuhk_sysu/seed1"].status == "skipped: tdn/cuhk_sysu/seed1 is not done"
 
 
 def test_choice_summary_picks_the_best_mean_with_paired_differences(bench):

@@ -24,6 +24,7 @@ from .backbone import Backbone, ShapeSpec
 from .build import BACKBONE_REGISTRY
 from .ibn import IBN, NORM_TYPES, convert_frozen_batchnorm, get_norm
 from .input_conv import InputConv2d
+from .pool import MaxPool2d
 
 __all__ = [
     "STAGE_NAMES",
@@ -115,7 +116,9 @@ class Stem(nn.Module):
     """7x7/2 conv, norm, ReLU (unless ``relu=False``), 3x3/2 max-pool (total stride 4).
 
     ``conv1`` is an :class:`~.input_conv.InputConv2d`: an ``nn.Conv2d`` whose second-order
-    backward (M3L's meta-gradient) skips the image gradient nobody needs.
+    backward (M3L's meta-gradient) skips the image gradient nobody needs; ``maxpool`` is a
+    :class:`~.pool.MaxPool2d`: ``nn.MaxPool2d`` with the CPU's faster channels-last forward
+    kernel (bit-identical values and gradients).
     """
 
     def __init__(
@@ -126,7 +129,7 @@ class Stem(nn.Module):
         self.bn1 = get_norm(norm, out_channels)
         # M3L's released ResNet / IBN-Net has no ReLU here (MODEL.BACKBONE.STEM_RELU False).
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
