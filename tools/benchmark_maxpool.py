@@ -109,4 +109,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from reid_plugins.utils.errors import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -6,9 +6,10 @@
    (``synthetic_cuhk_sysu_crops_{train,test}``);
 3. train the ReID teacher on the crops with an ordinary ReID config
    (``projects/tdn/teacher_synthetic.yaml``; evaluated on the test crops);
-4. train TDN with the teacher checkpoint (``projects/tdn/synthetic.yaml``), evaluated with RCP;
-5. evaluate the same TDN checkpoint without RCP (Table II "TDN" vs "TDN + RCP");
-6. optionally (``--variants``) train and evaluate the Table III variants (baseline, teacher
+4. train TDN with the teacher checkpoint (``projects/tdn/synthetic.yaml``), evaluated with RCP:
+   one evaluation ranks the same features without and with context persons (Table II "TDN"
+   vs "TDN + RCP");
+5. optionally (``--variants``) train and evaluate the Table III variants (baseline, teacher
    only, KTB only) with the same teacher, and (``--oim``) the OIM* baseline of Table II.
 
 Each training runs ``tools/train_net.py`` in a subprocess (logs in its output folder). A
@@ -125,35 +126,38 @@ def run_tdn(
     rcp_eval: bool = True,
     reuse: bool = False,
 ) -> Dict[str, Dict]:
-    """Train ``config`` into ``out/name`` and evaluate without RCP (+ with RCP); with
-    ``reuse``, runs whose results exist are read instead of redone."""
+    """Train ``config`` into ``out/name`` and evaluate it: ``{"no_rcp": results}``, plus
+    ``"rcp"`` when ``rcp_eval`` (then one evaluation with RCP gives both: its
+    ``search_without_rcp`` ranks the same gallery and query features without context persons).
+    With ``reuse``, a run whose results exist is read instead of redone."""
     train_dir = os.path.join(out, name)
-    rcp_dir = os.path.join(out, name + "_rcp")
-    done = [os.path.join(d, "eval_results.json") for d in (train_dir, rcp_dir)]
-    if reuse and all(os.path.isfile(p) for p in done[: 1 + int(rcp_eval)]):
+    done = os.path.join(train_dir, "eval_results.json")
+    if reuse and os.path.isfile(done):
         _log(f"reusing the results of {train_dir}")
-        results = {"no_rcp": read_results(train_dir)}
-        if rcp_eval:
-            results["rcp"] = read_results(rcp_dir)
-        return results
-    common = ["MODEL.TDN.TEACHER.WEIGHTS", teacher_weights] + opts
-    train_net(
-        ["--config-file", config, "OUTPUT_DIR", train_dir, "TEST.SEARCH.RCP.ENABLED", "False"]
-        + common,
-        env,
-        os.path.join(train_dir, "train.log"),
-    )
-    results = {"no_rcp": read_results(train_dir)}
-    if rcp_eval:
+    else:
         train_net(
-            ["--config-file", config, "--eval-only", "OUTPUT_DIR", rcp_dir,
-             "MODEL.WEIGHTS", os.path.join(train_dir, "model_final.pth"),
-             "TEST.SEARCH.RCP.ENABLED", "True"] + common,
+            ["--config-file", config, "OUTPUT_DIR", train_dir, "TEST.SEARCH.RCP.ENABLED",
+             str(bool(rcp_eval)), "MODEL.TDN.TEACHER.WEIGHTS", teacher_weights] + opts,
             env,
-            os.path.join(rcp_dir, "eval.log"),
+            os.path.join(train_dir, "train.log"),
         )  # fmt: skip
-        results["rcp"] = read_results(rcp_dir)
-    return results
+    return split_rcp_results(read_results(train_dir), rcp_eval, train_dir)
+
+
+def split_rcp_results(res: Dict, rcp_eval: bool, where: str = "") -> Dict[str, Dict]:
+    """``{"no_rcp": ..., "rcp": ...}`` from one evaluation's results (``"rcp"`` only when
+    ``rcp_eval``: the run's ``search``; ``"no_rcp"`` then has its ``search_without_rcp`` as
+    ``search``)."""
+    if not rcp_eval:
+        return {"no_rcp": res}
+    if "search_without_rcp" not in res:
+        raise SystemExit(
+            f"{where}: no 'search_without_rcp' in the results (evaluated without RCP?); "
+            "delete the folder or run without --reuse"
+        )
+    plain = {k: v for k, v in res.items() if k != "search_without_rcp"}
+    plain["search"] = res["search_without_rcp"]
+    return {"no_rcp": plain, "rcp": res}
 
 
 #: Results of this pipeline's default run over seeds (mean, std; percent), measured with
@@ -255,12 +259,12 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     from reid_plugins.data.synthetic_scenes import ensure_synthetic_scenes
 
     t = time.perf_counter()
-    _log(f"1/5 synthetic scenes under {dataset_root()}")
+    _log(f"1/4 synthetic scenes under {dataset_root()}")
     ensure_synthetic_scenes(dataset_root(), fmt="cuhk_sysu")
     times["scenes"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _log("2/5 person crops (Market layout)")
+    _log("2/4 person crops (Market layout)")
     crops = build_person_crops("synthetic_cuhk_sysu")
     times["crops"] = time.perf_counter() - t
     _log(f"    crops in {crops}")
@@ -270,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     teacher_weights = os.path.join(teacher_dir, "model_final.pth")
     done = os.path.isfile(os.path.join(teacher_dir, "eval_results.json"))
     if not (args.reuse and done and os.path.isfile(teacher_weights)):
-        _log("3/5 teacher (strong ReID baseline) on the crops")
+        _log("3/4 teacher (strong ReID baseline) on the crops")
         train_net(
             ["--config-file", args.teacher_config, "OUTPUT_DIR", teacher_dir],
             env,
@@ -280,7 +284,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     times["teacher"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    _log("4-5/5 TDN with the teacher; evaluation without and with RCP")
+    _log("4/4 TDN with the teacher; evaluation without and with RCP")
     runs = {
         "tdn": run_tdn(
             "tdn", args.config, out, teacher_weights, env, args.opts or [], reuse=args.reuse

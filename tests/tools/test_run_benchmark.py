@@ -292,3 +292,14 @@ def test_gpu_preset_scales_every_run_and_the_teacher_alike(bench, tmp_path):
     assert json.loads(opts["MODEL.TDN.TEACHER.OPTS"]) == summary["meta"]["backbone"]
     with pytest.raises(SystemExit, match="two presets"):
         bench.main(["--gpu", "--quick"])
+
+
+def test_tdn_pipeline_reads_both_rankings_from_one_rcp_evaluation():
+    pipe = load_tool("run_tdn_pipeline")
+    res = {"search": {"mAP": 30.0}, "search_without_rcp": {"mAP": 20.0}, "detection": {"AP": 1}}
+    both = pipe.split_rcp_results(res, True)
+    assert both["rcp"] is res and both["no_rcp"]["search"] == {"mAP": 20.0}
+    assert both["no_rcp"]["detection"] == {"AP": 1} and "search_without_rcp" not in both["no_rcp"]
+    assert pipe.split_rcp_results(res, False) == {"no_rcp": res}
+    with pytest.raises(SystemExit, match="search_without_rcp"):
+        pipe.split_rcp_results({"search": {"mAP": 1.0}}, True, "out/tdn")
