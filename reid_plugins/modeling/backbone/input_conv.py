@@ -29,9 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
-__all__ = ["InputConv2d", "input_conv2d"]
+__all__ = ["InputConv2d", "input_conv2d", "int_pair"]
 
 _ConvArgs = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int], int]
+
+
+def int_pair(v) -> Tuple[int, int]:
+    """``(v, v)`` for an int, else the first two entries of ``v``, as ints (a conv/pool
+    size, stride, padding or dilation argument)."""
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 class _WeightGrad(Function):
@@ -115,10 +121,7 @@ def input_conv2d(
     if isinstance(padding, str):
         raise ValueError(f"input_conv2d: padding must be numbers, got {padding!r}")
 
-    def pair(v):
-        return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-    conv = (pair(stride), pair(padding), pair(dilation), int(groups))
+    conv = (int_pair(stride), int_pair(padding), int_pair(dilation), int(groups))
     return _InputConv.apply(x, weight, conv)
 
 

@@ -18,20 +18,18 @@ query a channels-last layout) take ``nn.MaxPool2d.forward`` unchanged.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
+from .input_conv import int_pair
+
 __all__ = ["MaxPool2d", "channels_last_max_pool2d"]
 
-_PoolArgs = Tuple[List[int], List[int], List[int], List[int], bool]
-
-
-def _pair(v) -> List[int]:
-    return [int(v), int(v)] if isinstance(v, int) else [int(v[0]), int(v[1])]
+_PoolArgs = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int], Tuple[int, int], bool]
 
 
 class _ChannelsLastMaxPool(Function):
@@ -74,10 +72,10 @@ def channels_last_max_pool2d(
             f"channels_last_max_pool2d needs a contiguous 4-D tensor, got shape {tuple(x.shape)}"
         )
     args = (
-        _pair(kernel_size),
-        _pair(kernel_size if stride is None else stride),
-        _pair(padding),
-        _pair(dilation),
+        int_pair(kernel_size),
+        int_pair(kernel_size if stride is None else stride),
+        int_pair(padding),
+        int_pair(dilation),
         bool(ceil_mode),
     )
     if not (torch.is_grad_enabled() and x.requires_grad):
